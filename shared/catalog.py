@@ -1,0 +1,224 @@
+"""What can be asked for: data sets, losses, models, noise kinds and the paper's presets.
+
+Plain data, no torch: the API validates against it, and `worker/` registers the
+implementations under the same names (tests/engine/test_catalog.py checks both agree).
+Figures come from the paper and from the authors' reference configs
+(../shared/paper/REFERENCE-NOTES.md); where they differ, the reference values win,
+because the published α/β were tuned with them. docs/LOSSES.md explains each choice.
+"""
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["active", "passive", "composite"]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    num_classes: int
+    channels: int
+    size: int
+    train_samples: int
+    test_samples: int
+    family: str  # which recipe of the paper it trains with
+    asymmetric_map: str  # how asymmetric noise flips its classes
+
+
+@dataclass(frozen=True)
+class LossInfo:
+    role: Role
+    robust: bool
+    formula: str
+    params: dict[str, float] = field(default_factory=dict)
+    source: str = "Ma et al., ICML 2020"
+    note: str = ""
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo(10, 1, 28, 60_000, 10_000, "mnist", "7→1, 2→7, 5↔6, 3→8"),
+    "fashion-mnist": DatasetInfo(
+        10, 1, 28, 60_000, 10_000, "mnist", "T-shirt→Shirt, Pullover→Coat, Sandal→Sneaker"
+    ),
+    "cifar10": DatasetInfo(
+        10, 3, 32, 50_000, 10_000, "cifar10", "truck→automobile, bird→airplane, deer→horse, cat↔dog"
+    ),
+    "cifar100": DatasetInfo(
+        100, 3, 32, 50_000, 10_000, "cifar100", "each class → the next in its super-class, circularly"
+    ),
+}
+
+A_REFERENCE = -9.210340371976182  # ln(1e-4): the RCE constant of the reference code
+
+LOSSES: dict[str, LossInfo] = {
+    "ce": LossInfo("active", False, "CE = -log p_y"),
+    "fl": LossInfo("active", False, "FL = -(1 - p_y)^γ log p_y", {"gamma": 0.5}, "Lin et al., 2017"),
+    "gce": LossInfo("active", False, "GCE = (1 - p_y^q) / q", {"q": 0.7}, "Zhang & Sabuncu, 2018"),
+    "mae": LossInfo(
+        "passive", True, "MAE = 1 - p_y", note="reference-code form: the paper's Σ|p-q| is 2(1 - p_y)"
+    ),
+    "rce": LossInfo(
+        "passive", True, "RCE = -A (1 - p_y)", {"A": A_REFERENCE}, "Wang et al., 2019",
+        "A = ln(1e-4) as in the reference code; the paper's text says -4 (log10)",
+    ),
+    "sce": LossInfo(
+        "composite", False, "SCE = α CE + β RCE", {"A": A_REFERENCE}, "Wang et al., 2019",
+        "α weighs CE and β RCE",
+    ),
+    "nce": LossInfo("active", True, "NCE = log p_y / Σ_j log p_j  (Eq. 2)"),
+    "nfl": LossInfo(
+        "active", True, "NFL = (1 - p_y)^γ log p_y / Σ_j (1 - p_j)^γ log p_j  (Eq. 5)", {"gamma": 0.5}
+    ),
+    "ngce": LossInfo("active", True, "NGCE = (1 - p_y^q) / Σ_j (1 - p_j^q)  (Eq. 1 on GCE)", {"q": 0.7}),
+    "nmae": LossInfo(
+        "passive", True, "NMAE = (1 - p_y) / (K - 1)  (Eq. 3)",
+        note="the reference code has an extra 1/2",
+    ),
+    "nrce": LossInfo(
+        "passive", True, "NRCE = (1 - p_y) / (K - 1)  (Eq. 4)", {"A": A_REFERENCE},
+        note="the reference code multiplies by (K-1)/4 instead of normalizing; we normalize",
+    ),
+    "nnce": LossInfo(
+        "passive", True, "NNCE = 1 - ℓ_y / Σ_k ℓ_k,  ℓ_k = A + log clamp(p_k, 1e-7)",
+        source="Ye et al., NeurIPS 2023 (Active Negative Loss)",
+    ),
+    "agce": LossInfo(
+        "passive", True, "AGCE = ((a + 1)^q - (a + p_y)^q) / q", {"a": 6.0, "q": 1.5},
+        "Zhou et al., ICML 2021",
+    ),
+    "aul": LossInfo(
+        "passive", True, "AUL = ((a - p_y)^q - (a - 1)^q) / q", {"a": 6.3, "q": 1.5},
+        "Zhou et al., ICML 2021",
+    ),
+    "ael": LossInfo("passive", True, "AEL = exp(-p_y / a)", {"a": 5.0}, "Zhou et al., ICML 2021"),
+}
+
+MODELS: dict[str, str] = {
+    "cnn4": "the paper's 4-layer CNN (MNIST family), 422,090 parameters",
+    "cnn8": "the paper's 8-layer CNN (CIFAR-10), 1,639,794 parameters",
+    "resnet34": "CIFAR-style ResNet-34 (the paper's CIFAR-100 model)",
+    "resnet50": "CIFAR-style ResNet-50 (the reference configs' CIFAR-100 model)",
+    "imagenet-resnet50": "the standard ImageNet ResNet-50, from scratch",
+}
+
+NOISE_KINDS: dict[str, str] = {
+    "none": "clean labels",
+    "symmetric": "exactly rate·N labels, each to a uniformly drawn other class",
+    "asymmetric": "the paper's per-data-set class maps at rate r",
+    "pairflip": "class c → c+1 (mod K) at rate r",
+    "transition": "each label drawn from row y of a user-given K×K matrix",
+}
+
+AUGMENTATIONS: dict[str, str] = {
+    "none": "no augmentation",
+    "crop-flip": "random crop with 4 pixels of zero padding, horizontal flip",
+    "crop-flip-rotate": "crop-flip and a random rotation of up to 20°",
+}
+
+SCHEDULES: dict[str, str] = {
+    "cosine": "cosine annealing from lr to lr_min, stepped per epoch",
+    "constant": "lr throughout",
+}
+
+PRECISIONS: dict[str, str] = {"fp32": "full precision", "bf16": "bfloat16 autocast"}
+
+# The paper's training recipe per data-set family (REFERENCE-NOTES.md, "Training recipe").
+RECIPES: dict[str, dict] = {
+    "mnist": {
+        "model": "cnn4", "epochs": 50, "batch_size": 128, "eval_batch_size": 512,
+        "lr": 0.01, "lr_min": 1e-3, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-2,
+        "schedule": "cosine", "grad_clip": 5.0, "augment": "none",
+    },
+    "cifar10": {
+        "model": "cnn8", "epochs": 120, "batch_size": 128, "eval_batch_size": 128,
+        "lr": 0.01, "lr_min": 0.0, "momentum": 0.9, "nesterov": False, "weight_decay": 1e-4,
+        "schedule": "cosine", "grad_clip": 5.0, "augment": "crop-flip",
+    },
+    "cifar100": {
+        "model": "resnet34", "epochs": 200, "batch_size": 128, "eval_batch_size": 256,
+        "lr": 0.1, "lr_min": 0.0, "momentum": 0.9, "nesterov": False, "weight_decay": 1e-5,
+        "schedule": "cosine", "grad_clip": 5.0, "augment": "crop-flip-rotate",
+    },
+}
+
+# α, β and loss parameters per family and loss (reference configs). `asym` overrides for
+# asymmetric noise. For a single term, α is its scale. Anything not listed uses α=1, β=1
+# and the loss's default parameters.
+LOSS_PRESETS: dict[str, dict[str, dict]] = {
+    "mnist": {
+        "sce": {"alpha": 0.01, "beta": 1.0},
+        "gce": {"params": {"q": 0.7}},
+        "fl": {"params": {"gamma": 0.5}},
+        "nce": {"alpha": 10.0},
+        "nfl": {"alpha": 1.0, "params": {"gamma": 0.5}},
+        "ngce": {"alpha": 10.0, "params": {"q": 0.1}, "asym": {"alpha": 1.0}},
+        "nce+mae": {"alpha": 1.0, "beta": 10.0},
+        "nce+rce": {"alpha": 1.0, "beta": 10.0},
+        "nfl+mae": {"alpha": 1.0, "beta": 10.0, "params": {"gamma": 0.5}},
+        "nfl+rce": {"alpha": 1.0, "beta": 10.0, "params": {"gamma": 0.5}},
+        "ngce+mae": {"alpha": 1.0, "beta": 10.0, "params": {"q": 0.1}},
+        "ngce+rce": {"alpha": 1.0, "beta": 10.0, "params": {"q": 0.1}},
+    },
+    "cifar10": {
+        "sce": {"alpha": 0.1, "beta": 1.0},
+        "gce": {"params": {"q": 0.7}},
+        "fl": {"params": {"gamma": 0.5}},
+        "nce": {"alpha": 1.0},
+        "nfl": {"alpha": 10.0, "params": {"gamma": 0.5}, "asym": {"alpha": 1.0}},
+        "ngce": {"alpha": 1.0, "params": {"q": 0.1}},
+        "nce+mae": {"alpha": 1.0, "beta": 1.0},
+        "nce+rce": {"alpha": 1.0, "beta": 1.0},
+        "nfl+mae": {"alpha": 1.0, "beta": 1.0, "params": {"gamma": 0.5}},
+        "nfl+rce": {"alpha": 1.0, "beta": 1.0, "params": {"gamma": 0.5}},
+        "ngce+mae": {"alpha": 1.0, "beta": 1.0, "params": {"q": 0.1}},
+        "ngce+rce": {"alpha": 1.0, "beta": 1.0, "params": {"q": 0.1}},
+        "nce+nnce": {"alpha": 5.0, "beta": 5.0, "l1": 5e-5, "weight_decay": 0.0},
+        "nce+agce": {"alpha": 1.0, "beta": 4.0, "params": {"a": 6.0, "q": 1.5}},
+    },
+    "cifar100": {
+        "sce": {"alpha": 6.0, "beta": 0.1},
+        "gce": {"params": {"q": 0.7}},
+        "fl": {"params": {"gamma": 0.5}},
+        "nce": {"alpha": 1.0},
+        "nfl": {"alpha": 1.0, "params": {"gamma": 0.5}},
+        "ngce": {"alpha": 1.0, "params": {"q": 0.7}},
+        "nce+mae": {"alpha": 10.0, "beta": 1.0},
+        "nce+rce": {"alpha": 10.0, "beta": 0.1},
+        "nfl+mae": {"alpha": 10.0, "beta": 1.0, "params": {"gamma": 0.5}},
+        "nfl+rce": {"alpha": 10.0, "beta": 0.1, "params": {"gamma": 0.5}},
+        "ngce+mae": {"alpha": 10.0, "beta": 1.0, "params": {"q": 0.7}},
+        "ngce+rce": {"alpha": 10.0, "beta": 0.1, "params": {"q": 0.7}},
+        "nce+nnce": {"alpha": 10.0, "beta": 1.0, "l1": 5e-7, "weight_decay": 0.0},
+    },
+}
+
+# The paper's experiment grids (Tables 2 and 3, Section 5), for sweep presets.
+PAPER_LOSSES = ["ce", "fl", "gce", "sce", "nce+mae", "nce+rce", "nfl+mae", "nfl+rce"]
+PAPER_GRIDS: dict[str, dict] = {
+    "table2": {"noise.type": ["symmetric"], "noise.rate": [0.0, 0.2, 0.4, 0.6, 0.8], "loss": PAPER_LOSSES},
+    "table3": {"noise.type": ["asymmetric"], "noise.rate": [0.1, 0.2, 0.3, 0.4], "loss": PAPER_LOSSES},
+    "alpha-beta": {"alpha": [0.1, 1.0, 10.0], "beta": [0.1, 1.0, 10.0, 100.0], "validation_split": [0.2]},
+}
+
+ACTIVE_ROBUST = sorted(n for n, i in LOSSES.items() if i.role == "active" and i.robust)
+PASSIVE_ROBUST = sorted(n for n, i in LOSSES.items() if i.role == "passive" and i.robust)
+
+
+def catalog() -> dict:
+    """Everything a client may ask for, as JSON-ready data (GET /v1/catalog)."""
+    return {
+        "datasets": {name: vars(info) for name, info in DATASETS.items()},
+        "losses": {name: {**vars(info), "params": dict(info.params)} for name, info in LOSSES.items()},
+        "combinations": {
+            "apl": "active+passive: one of %s plus one of %s" % (ACTIVE_ROBUST, PASSIVE_ROBUST),
+            "aal": "two different robust active terms (the paper's ablation, e.g. nfl+nce)",
+            "ppl": "two different robust passive terms (the paper's ablation, e.g. mae+rce)",
+        },
+        "models": MODELS,
+        "noise": NOISE_KINDS,
+        "augmentations": AUGMENTATIONS,
+        "schedules": SCHEDULES,
+        "precisions": PRECISIONS,
+        "recipes": RECIPES,
+        "presets": LOSS_PRESETS,
+        "sweep_presets": PAPER_GRIDS,
+    }

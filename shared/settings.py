@@ -1,0 +1,45 @@
+"""Settings of every noisyfit process, read once from the environment (prefix NOISYFIT_)."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NOISYFIT_", extra="ignore")
+
+    database_url: str = "sqlite:///./var/noisyfit.db"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    s3_endpoint: str = "127.0.0.1:9000"
+    s3_access_key: str = "noisyfit"
+    s3_secret_key: str = "noisyfit-secret"
+    s3_bucket: str = "noisyfit"
+    s3_secure: bool = False
+    s3_region: str = "us-east-1"
+    data_dir: Path = Path("./var/data")
+    admin_token: str = ""
+    allow_download: bool = False
+
+    # Metrics stream: events kept per job in Redis, and how long a finished job's stream lives.
+    stream_maxlen: int = 10_000
+    stream_ttl_s: int = 7 * 24 * 3600
+    # A queued or running job per user beyond this answers 429.
+    max_active_jobs_per_user: int = 50
+    # Presigned download URLs live this long.
+    presign_ttl_s: int = 300
+    # A running job's lease: renewed by the worker's heartbeat, taken over when it lapses.
+    lease_ttl_s: int = 60
+    heartbeat_s: float = 10.0
+    # A job handed out this many times without finishing is failed instead of requeued.
+    max_attempts: int = 5
+    # Celery redelivers an unacknowledged task after this long; longer than any training job.
+    visibility_timeout_s: int = 7 * 24 * 3600
+    # Uploaded data sets: request body and decoded array limits.
+    max_upload_bytes: int = 512 * 1024 * 1024
+    max_request_bytes: int = 1024 * 1024
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
