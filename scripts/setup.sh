@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what noisyfit needs on a fresh Debian machine: the Fashion-MNIST files and a
+# virtual environment (.venv) with the project, the worker extras and the test tools.
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq dataset-fashion-mnist
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c "import noisyfit_installed" 2>/dev/null; then
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[worker,test]'
+  # A marker so the next run skips pip; delete .venv to reinstall.
+  echo "" > "$(.venv/bin/python -c 'import site; print(site.getsitepackages()[0])')/noisyfit_installed.py"
+fi
