@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-# Everything is computed in fp32 from log p = log_softmax(z), and p^q is written exp(q·log p), so
+# Everything is computed in fp32 (or fp64) from log p = log_softmax(z), and p^q is written exp(q·log p), so
 # values and gradients stay finite for logits up to ±1e4 (where p is exactly 0 or 1 in fp32).
 EPS = 1e-7
 """Floor of 1 - p in the focal factor (1 - p)^γ: for γ < 1 its derivative is infinite at p = 1,
@@ -160,12 +160,12 @@ def asymmetric_generalized_cross_entropy(log_p: Tensor, a: float, q: float) -> T
     return ((a + 1) ** q - (a + log_p.exp()) ** q) / q  # AGCE = ((a+1)^q - (a+p_y)^q) / q  (Zhou et al., 2021)
 
 
-@loss_term("aul", role="passive", robust=True, a=_above("a", 1, 6.0), q=_above("q", 0, 1.5))
+@loss_term("aul", role="passive", robust=True, a=_above("a", 1, 6.3), q=_above("q", 0, 1.5))
 def asymmetric_unhinged_loss(log_p: Tensor, a: float, q: float) -> Tensor:
     return ((a - log_p.exp()) ** q - (a - 1) ** q) / q  # AUL = ((a-p_y)^q - (a-1)^q) / q  (Zhou et al., 2021)
 
 
-@loss_term("ael", role="passive", robust=True, a=_above("a", 0, 2.5))
+@loss_term("ael", role="passive", robust=True, a=_above("a", 0, 5.0))
 def asymmetric_exponential_loss(log_p: Tensor, a: float) -> Tensor:
     return torch.exp(-log_p.exp() / a)  # AEL = exp(-p_y / a)  (Zhou et al., 2021)
 
@@ -223,7 +223,7 @@ def parse_loss_name(name: str) -> tuple[str, ...]:
 class Loss(nn.Module):
     """α·term (one term) or α·term₁ + β·term₂, per sample, then reduced over the batch.
 
-    Logits of any float dtype are cast to fp32, so the loss is safe under bf16/fp16 autocast.
+    bf16/fp16 logits are computed in fp32 (fp64 stays fp64), so the loss is safe under autocast.
     """
 
     def __init__(
@@ -244,7 +244,7 @@ class Loss(nn.Module):
             raise ValueError(f"{self.name} expects logits of shape [B, {self.num_classes}]; got {list(logits.shape)}")
         if labels.shape != logits.shape[:1]:
             raise ValueError(f"{self.name} expects labels of shape [{logits.shape[0]}]; got {list(labels.shape)}")
-        log_p = logits.float().log_softmax(dim=1)
+        log_p = logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(dim=1)
         labels = labels.long()
         per_sample = sum(weight * term(log_p, labels, **params) for weight, term, params in self.parts)
         if self.reduction == "none":
