@@ -1,0 +1,89 @@
+"""Job and sweep plots come back as PNG images of a fixed size, whatever the data lacks."""
+
+import io
+
+import matplotlib.image
+import pytest
+
+from worker.plots import JOB_SIZE, SWEEP_SIZE, DPI, job_plot, sweep_plot
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def decode(png: bytes):
+    assert png.startswith(PNG_SIGNATURE)
+    return matplotlib.image.imread(io.BytesIO(png), format="png")
+
+
+def history(epochs: int = 5) -> list[dict]:
+    return [
+        {
+            "epoch": e,
+            "train_acc": 0.5 + 0.08 * e,
+            "test_acc": 0.6 + 0.05 * e - 0.02 * max(0, e - 3),
+            "memorized": 0.1 + 0.1 * e,
+            "true_label_acc_on_corrupted": 0.6 - 0.1 * e,
+        }
+        for e in range(1, epochs + 1)
+    ]
+
+
+def test_job_plot_is_a_png_of_two_panels_at_the_set_size():
+    png = job_plot(history())
+    image = decode(png)
+    assert image.shape[:2] == (JOB_SIZE[1] * DPI, JOB_SIZE[0] * DPI)
+    assert len(png) > 10_000, "lines, axes and legends were drawn"
+    assert image[..., :3].std() > 0.05, "not a blank image"
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        [],
+        [{"epoch": 1}],
+        [{"test_acc": 0.5}, {"test_acc": 0.6, "train_acc": None}],  # no epoch numbers, a None value
+        [{"epoch": 1, "train_acc": 0.4, "test_acc": 0.5}, {"epoch": 2, "memorized": 0.2}],
+    ],
+)
+def test_job_plot_tolerates_missing_keys(entries):
+    image = decode(job_plot(entries))
+    assert image.shape[:2] == (JOB_SIZE[1] * DPI, JOB_SIZE[0] * DPI)
+
+
+def test_job_plot_without_corrupted_samples_differs_from_one_with_them():
+    clean = [{k: v for k, v in e.items() if k in ("epoch", "train_acc", "test_acc")} for e in history()]
+    assert job_plot(clean) != job_plot(history())
+
+
+def sweep_rows() -> list[dict]:
+    rows = []
+    for loss, base in (("ce", 0.9), ("nce+rce", 0.95)):
+        for rate in (0.0, 0.2, 0.4, 0.6, 0.8):
+            rows.append({"cell": {"loss": loss, "noise.rate": rate}, "mean": base - rate / 2, "std": 0.01, "n": 3})
+    return rows
+
+
+def test_sweep_plot_is_a_png_at_the_set_size():
+    png = sweep_plot(sweep_rows())
+    image = decode(png)
+    assert image.shape[:2] == (SWEEP_SIZE[1] * DPI, SWEEP_SIZE[0] * DPI)
+    assert len(png) > 10_000
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [],
+        [{"cell": {"loss": "ce", "noise.rate": 0.2}, "mean": None, "std": None, "n": 0}],
+        [{"cell": {"loss": "ce", "noise.rate": 0.2}, "mean": 0.8, "std": None, "n": 1}],
+        [  # the α/β search: no noise rate, no loss in the cells
+            {"cell": {"alpha": a, "beta": b}, "mean": 0.5 + a / 100, "std": 0.02, "n": 3}
+            for a in (0.1, 1.0, 10.0)
+            for b in (1.0, 10.0)
+        ],
+        [{"cell": {"model": m}, "mean": 0.7, "std": 0.01, "n": 2} for m in ("cnn4", "cnn8")],  # categorical axis
+    ],
+)
+def test_sweep_plot_handles_empty_partial_and_other_grids(rows):
+    image = decode(sweep_plot(rows))
+    assert image.shape[:2] == (SWEEP_SIZE[1] * DPI, SWEEP_SIZE[0] * DPI)
