@@ -1,0 +1,292 @@
+"""The benchmark data sets as compact uint8 NCHW tensors, cached in data_dir as .npz.
+
+The trainer moves whole tensors to the device and normalises batches itself with `mean`/`std`
+(fractions of 255), so nothing here does per-sample transforms.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import os
+import pickle
+import struct
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+
+SYSTEM_DATA_DIRS: tuple[Path, ...] = (Path("/usr/share/datasets/fashion-mnist"),)  # Debian dataset-fashion-mnist
+CACHE_FOLDER = "noisyfit-cache"
+CACHE_VERSION = 1
+DOWNLOAD_HINT = "or set NOISYFIT_ALLOW_DOWNLOAD=true to let the worker download it"
+
+Arrays = dict[str, np.ndarray]
+
+
+class DatasetError(Exception):
+    """A data set that cannot be loaded; the message says which files to put where."""
+
+
+@dataclass
+class Dataset:
+    name: str
+    x_train: torch.Tensor  # uint8 [N, C, H, W]
+    y_train: torch.Tensor  # int64 [N]
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    classes: list[str]
+    mean: tuple[float, ...]  # per channel, on the [0, 1] scale (pixel / 255)
+    std: tuple[float, ...]
+    coarse_train: torch.Tensor | None = None  # CIFAR-100 super-classes, else None
+    coarse_test: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a reader may look for its files."""
+
+    data_dir: Path
+    download: bool
+    system_dirs: tuple[Path, ...]
+
+
+Reader = Callable[[Source], Arrays]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    read: Reader
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+DATASETS: dict[str, DatasetInfo] = {}
+
+
+def register_dataset(name: str, mean: tuple[float, ...], std: tuple[float, ...]) -> Callable[[Reader], Reader]:
+    def register(read: Reader) -> Reader:
+        DATASETS[name] = DatasetInfo(read, mean, std)
+        return read
+
+    return register
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | os.PathLike[str],
+    download: bool = False,
+    system_dirs: Iterable[str | os.PathLike[str]] | None = None,
+) -> Dataset:
+    """Load a registered data set; system_dirs overrides SYSTEM_DATA_DIRS (Fashion-MNIST)."""
+    if name not in DATASETS:
+        raise DatasetError(f"unknown data set {name!r}; choose one of {sorted(DATASETS)}")
+    info = DATASETS[name]
+    data_dir = Path(data_dir)
+    cache = data_dir / CACHE_FOLDER / f"{name}-v{CACHE_VERSION}.npz"
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as stored:
+            arrays = {key: stored[key] for key in stored.files}
+    else:
+        dirs = SYSTEM_DATA_DIRS if system_dirs is None else tuple(Path(d) for d in system_dirs)
+        arrays = info.read(Source(data_dir, download, dirs))
+        _write_cache(cache, arrays)
+    return _to_dataset(name, info, arrays)
+
+
+def _write_cache(path: Path, arrays: Arrays) -> None:
+    """Atomic, so parallel workers never read half a file; a read-only data_dir skips caching."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        with open(partial, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(partial, path)
+    except OSError:
+        pass
+
+
+def _to_dataset(name: str, info: DatasetInfo, arrays: Arrays) -> Dataset:
+    def labels(key: str) -> torch.Tensor | None:
+        return torch.from_numpy(arrays[key].astype(np.int64)) if key in arrays else None
+
+    classes = [str(c) for c in arrays["classes"]]
+    return Dataset(
+        name=name,
+        x_train=torch.from_numpy(np.ascontiguousarray(arrays["x_train"], dtype=np.uint8)),
+        y_train=labels("y_train"),
+        x_test=torch.from_numpy(np.ascontiguousarray(arrays["x_test"], dtype=np.uint8)),
+        y_test=labels("y_test"),
+        num_classes=len(classes),
+        classes=classes,
+        mean=info.mean,
+        std=info.std,
+        coarse_train=labels("coarse_train"),
+        coarse_test=labels("coarse_test"),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# MNIST family: IDX files
+# ---------------------------------------------------------------------------------------
+
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (LeCun's MNIST format), gzipped or not."""
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] not in IDX_DTYPES:
+        raise DatasetError(f"{path} is not an IDX file")
+    ndim = raw[3]
+    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+    data = np.frombuffer(raw, dtype=IDX_DTYPES[raw[2]], offset=4 + 4 * ndim)
+    if data.size != np.prod(shape):
+        raise DatasetError(f"{path} is truncated: header says {shape}, found {data.size} values")
+    return data.reshape(shape).astype(data.dtype.newbyteorder("="))
+
+
+def _idx_arrays(images: tuple[np.ndarray, np.ndarray], labels: tuple[np.ndarray, np.ndarray], classes: Sequence[str]) -> Arrays:
+    return {
+        "x_train": images[0][:, None], "y_train": labels[0],
+        "x_test": images[1][:, None], "y_test": labels[1],
+        "classes": np.array(classes),
+    }
+
+
+def _torchvision_mnist(kind: type[torchvision.datasets.MNIST], source: Source, download: bool) -> Arrays:
+    root = str(source.data_dir)
+    train, test = kind(root, train=True, download=download), kind(root, train=False, download=download)
+    return _idx_arrays((train.data.numpy(), test.data.numpy()), (train.targets.numpy(), test.targets.numpy()), kind.classes)
+
+
+def _missing_idx(
+    kind: type[torchvision.datasets.MNIST], title: str, source: Source, failure: Exception | None, extra: str = ""
+) -> DatasetError:
+    raw = source.data_dir / kind.__name__ / "raw"
+    why = f"download failed ({failure})" if failure else "not found"
+    return DatasetError(
+        f"{title} {why}. Put the uncompressed IDX files {', '.join(IDX_FILES)} in {raw}/{extra}, {DOWNLOAD_HINT}."
+    )
+
+
+@register_dataset("mnist", mean=(0.1307,), std=(0.3081,))
+def _read_mnist(source: Source) -> Arrays:
+    try:
+        return _torchvision_mnist(torchvision.datasets.MNIST, source, source.download)
+    except (RuntimeError, OSError) as err:
+        failure = err if source.download else None
+        raise _missing_idx(torchvision.datasets.MNIST, "MNIST", source, failure) from err
+
+
+def _system_idx(folder: Path) -> Arrays | None:
+    found = [next((p for p in (folder / f"{n}.gz", folder / n) if p.is_file()), None) for n in IDX_FILES]
+    if None in found:
+        return None
+    images, labels = [read_idx(p) for p in found[0::2]], [read_idx(p) for p in found[1::2]]
+    return _idx_arrays((images[0], images[1]), (labels[0], labels[1]), torchvision.datasets.FashionMNIST.classes)
+
+
+@register_dataset("fashion-mnist", mean=(0.2860,), std=(0.3530,))
+def _read_fashion_mnist(source: Source) -> Arrays:
+    """data_dir (torchvision layout), then the system copy, then a download if allowed."""
+    kind = torchvision.datasets.FashionMNIST
+    try:
+        return _torchvision_mnist(kind, source, download=False)
+    except RuntimeError:
+        pass
+    for folder in source.system_dirs:
+        if (arrays := _system_idx(folder)) is not None:
+            return arrays
+    extra = f" (or `apt-get install dataset-fashion-mnist`, which puts them gzipped in {SYSTEM_DATA_DIRS[0]}/)"
+    if not source.download:
+        raise _missing_idx(kind, "Fashion-MNIST", source, None, extra)
+    try:
+        return _torchvision_mnist(kind, source, download=True)
+    except (RuntimeError, OSError) as err:
+        raise _missing_idx(kind, "Fashion-MNIST", source, err, extra) from err
+
+
+# ---------------------------------------------------------------------------------------
+# CIFAR: python pickle batches, in torchvision's folder layout
+# ---------------------------------------------------------------------------------------
+
+_RECONSTRUCT = np.zeros(0).__reduce__()[0]
+# A CIFAR batch is a dict of lists and numpy arrays; nothing else may be loaded from it.
+_PICKLE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in _PICKLE_GLOBALS:
+            raise DatasetError(f"a CIFAR batch holds only arrays and lists, this one refers to {module}.{name}")
+        return _PICKLE_GLOBALS[(module, name)]
+
+
+def _unpickle(path: Path) -> dict:
+    with open(path, "rb") as f:
+        return _BatchUnpickler(f, encoding="latin1").load()  # the CIFAR files are Python 2 pickles
+
+
+def _cifar_folder(kind: type[torchvision.datasets.CIFAR10], title: str, source: Source, files: Sequence[str]) -> Path:
+    folder = source.data_dir / kind.base_folder
+    missing = [f for f in files if not (folder / f).is_file()]
+    if not missing:
+        return folder
+    why = "not found"
+    if source.download:
+        try:
+            kind(str(source.data_dir), download=True)
+            return folder
+        except (RuntimeError, OSError) as err:
+            why = f"download failed ({err})"
+    raise DatasetError(
+        f"{title} {why}: {folder} lacks {', '.join(missing)}. Download {kind.url} and extract it in "
+        f"{source.data_dir} (it unpacks to {kind.base_folder}/), {DOWNLOAD_HINT}."
+    )
+
+
+def _images(batches: Sequence[dict]) -> np.ndarray:
+    return np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches]).reshape(-1, 3, 32, 32)
+
+
+def _labels(batches: Sequence[dict], key: str) -> np.ndarray:
+    return np.concatenate([np.asarray(b[key], dtype=np.int64) for b in batches])
+
+
+@register_dataset("cifar10", mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
+def _read_cifar10(source: Source) -> Arrays:
+    train_files = [f"data_batch_{i}" for i in range(1, 6)]
+    folder = _cifar_folder(torchvision.datasets.CIFAR10, "CIFAR-10", source, [*train_files, "test_batch", "batches.meta"])
+    train = [_unpickle(folder / f) for f in train_files]
+    test = [_unpickle(folder / "test_batch")]
+    return {
+        "x_train": _images(train), "y_train": _labels(train, "labels"),
+        "x_test": _images(test), "y_test": _labels(test, "labels"),
+        "classes": np.array(_unpickle(folder / "batches.meta")["label_names"]),
+    }
+
+
+@register_dataset("cifar100", mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762))
+def _read_cifar100(source: Source) -> Arrays:
+    folder = _cifar_folder(torchvision.datasets.CIFAR100, "CIFAR-100", source, ["train", "test", "meta"])
+    train, test = [_unpickle(folder / "train")], [_unpickle(folder / "test")]
+    return {
+        "x_train": _images(train), "y_train": _labels(train, "fine_labels"),
+        "x_test": _images(test), "y_test": _labels(test, "fine_labels"),
+        "coarse_train": _labels(train, "coarse_labels"), "coarse_test": _labels(test, "coarse_labels"),
+        "classes": np.array(_unpickle(folder / "meta")["fine_label_names"]),
+    }
