@@ -237,7 +237,10 @@ def _transition_matrix(spec: NoiseSpec) -> np.ndarray:
 
 
 def _validated_matrix(matrix: Any, K: int) -> np.ndarray:
-    T = np.asarray(matrix, dtype=np.float64)
+    try:
+        T = np.asarray(matrix, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise NoiseError(f"the transition matrix must be {K} rows of {K} numbers: {err}") from err
     if T.shape != (K, K):
         raise NoiseError(f"the transition matrix must be {K}x{K} (num_classes={K}); got shape {T.shape}")
     for i, row in enumerate(T):
@@ -271,10 +274,16 @@ def _transition(labels: np.ndarray, spec: NoiseSpec, rng: np.random.Generator) -
 # ---------------------------------------------------------------------------------------
 
 
+def _as_numpy(values: Any) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu().numpy()
+    return np.asarray(values)
+
+
 def coarse_of_class(labels: Any, coarse_labels: Any, num_classes: int) -> np.ndarray:
     """The super-class of each fine class (length K), from per-sample fine and coarse labels."""
-    fine = np.asarray(labels).astype(np.int64)
-    coarse = np.asarray(coarse_labels).astype(np.int64)
+    fine = _as_numpy(labels).astype(np.int64)
+    coarse = _as_numpy(coarse_labels).astype(np.int64)
     mapping = np.full(num_classes, -1, dtype=np.int64)
     mapping[fine] = coarse
     if np.any(mapping[fine] != coarse):
@@ -292,7 +301,7 @@ def _coarse_map(coarse_labels: Any, labels: np.ndarray | None, num_classes: int)
     """Per-sample coarse labels (aligned with labels) or a per-class map of length K."""
     if coarse_labels is None:
         return None
-    coarse = np.asarray(_as_numpy(coarse_labels)).astype(np.int64)
+    coarse = _as_numpy(coarse_labels).astype(np.int64)
     if labels is not None and coarse.shape == labels.shape:
         return coarse_of_class(labels, coarse, num_classes)
     if coarse.shape == (num_classes,):
@@ -318,8 +327,8 @@ def _spec(
 
 def transition_matrix(
     kind: str,
-    rate: float = 0.0,
-    num_classes: int = 10,
+    rate: float,
+    num_classes: int,
     dataset: str | None = None,
     coarse_labels: Sequence[int] | np.ndarray | None = None,
     *,
@@ -330,12 +339,6 @@ def transition_matrix(
     coarse = _coarse_map(coarse_labels, None, num_classes)
     spec = _spec(kind, rate, num_classes, dataset, coarse, matrix, cifar100_blocks)
     return NOISE_KINDS[kind].matrix(spec)
-
-
-def _as_numpy(values: Any) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
-        return values.detach().cpu().numpy()
-    return np.asarray(values)
 
 
 def _check_labels(labels: np.ndarray, num_classes: int) -> None:

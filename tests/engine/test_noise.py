@@ -156,7 +156,7 @@ def test_transition_samples_each_row():
     realised = np.zeros((3, 3))
     np.add.at(realised, (labels, noisy), 1 / 5000)
     assert np.allclose(realised, matrix, atol=0.02)
-    assert np.array_equal(transition_matrix("transition", num_classes=3, matrix=matrix), matrix)
+    assert np.array_equal(transition_matrix("transition", 0.0, 3, matrix=matrix), matrix)
 
 
 @pytest.mark.parametrize(
@@ -166,6 +166,7 @@ def test_transition_samples_each_row():
         ([[0.9, 0.1, 0.0], [0.2, 0.7, 0.2], [0.0, 0.0, 1.0]], "row 1 sums to 1.1"),
         ([[0.9, 0.1, 0.0], [0.0, 1.0, 0.0], [-0.1, 0.1, 1.0]], "row 2 has entries outside"),
         ([[0.9, 0.1, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]], "row 1: T.1..1.=0.5 must exceed"),
+        ([[0.9, 0.1], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], "3 rows of 3 numbers"),
     ],
 )
 def test_transition_refuses_bad_matrices_naming_the_row(matrix, message):
