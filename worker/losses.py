@@ -15,6 +15,7 @@ Formulas, defaults and where we differ from the reference code: docs/LOSSES.md.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -22,8 +23,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-# Everything is computed in fp32 (or fp64) from log p = log_softmax(z), and p^q is written exp(q·log p), so
-# values and gradients stay finite for logits up to ±1e4 (where p is exactly 0 or 1 in fp32).
+# Everything is computed in fp32 (fp64 stays fp64) from log p = log_softmax(z), and p^q is written
+# exp(q·log p), so values and gradients stay finite for logits up to ±1e4, where p is exactly 0 or 1.
 EPS = 1e-7
 """Floor of 1 - p in the focal factor (1 - p)^γ: for γ < 1 its derivative is infinite at p = 1,
 and ∞·0 would make the gradient NaN. It changes the loss by less than EPS^γ·EPS."""
@@ -96,6 +97,8 @@ def normalize(base: Term | str) -> Term:
     The base's row sum Σ_j L(f(x), j) must be positive, as it is for every loss here.
     """
     if isinstance(base, str):
+        if base not in LOSSES:
+            raise LossSpecError(f"register the base loss {base!r} before normalizing it")
         base = LOSSES[base]
     if not isinstance(base, Term):
         raise LossSpecError(f"only a single term can be normalized; {base.name} is a combination")
@@ -151,23 +154,23 @@ register(normalize("gce"))  # NGCE = (1 - p_y^q) / (K - Σ_k p_k^q)  (Sec. 5.3)
 @loss_term("nnce", role="passive", robust=True)
 def normalized_negative_cross_entropy(log_p: Tensor) -> Tensor:
     log_min = math.log(NNCE_MIN_PROB)
-    ell = log_p.clamp_min(log_min) - log_min  # ℓ_k = A + ln p̃_k with A = -ln NNCE_MIN_PROB  (Ye et al., 2023)
+    ell = log_p.clamp_min(log_min) - log_min  # ℓ_k = A + ln p̃_k, A = -ln NNCE_MIN_PROB  (Ye et al., 2023)
     return 1 - ell / ell.sum(dim=1, keepdim=True)  # NNCE = 1 - ℓ_y / Σ_k ℓ_k
 
 
 @loss_term("agce", role="passive", robust=True, a=_above("a", 0, 6.0), q=_above("q", 0, 1.5))
 def asymmetric_generalized_cross_entropy(log_p: Tensor, a: float, q: float) -> Tensor:
-    return ((a + 1) ** q - (a + log_p.exp()) ** q) / q  # AGCE = ((a+1)^q - (a+p_y)^q) / q  (Zhou et al., 2021)
+    return ((a + 1) ** q - (a + log_p.exp()) ** q) / q  # AGCE = ((a+1)^q - (a+p_y)^q) / q  (Zhou et al.)
 
 
 @loss_term("aul", role="passive", robust=True, a=_above("a", 1, 6.3), q=_above("q", 0, 1.5))
 def asymmetric_unhinged_loss(log_p: Tensor, a: float, q: float) -> Tensor:
-    return ((a - log_p.exp()) ** q - (a - 1) ** q) / q  # AUL = ((a-p_y)^q - (a-1)^q) / q  (Zhou et al., 2021)
+    return ((a - log_p.exp()) ** q - (a - 1) ** q) / q  # AUL = ((a-p_y)^q - (a-1)^q) / q  (Zhou et al.)
 
 
 @loss_term("ael", role="passive", robust=True, a=_above("a", 0, 5.0))
 def asymmetric_exponential_loss(log_p: Tensor, a: float) -> Tensor:
-    return torch.exp(-log_p.exp() / a)  # AEL = exp(-p_y / a)  (Zhou et al., 2021)
+    return torch.exp(-log_p.exp() / a)  # AEL = exp(-p_y / a)  (Zhou et al., ICML 2021)
 
 
 register(Composite("sce", ("ce", "rce")))  # SCE = α·CE + β·RCE  (Wang et al., 2019)
@@ -194,13 +197,15 @@ def parse_loss_name(name: str) -> tuple[str, ...]:
     if len(names) == 1:
         return names
     if len(names) > 2:
-        raise LossSpecError(f"{name!r} has {len(names)} terms; a combination has two: active+passive, e.g. nce+rce")
+        raise LossSpecError(
+            f"{name!r} has {len(names)} terms; a combination has two: active+passive, e.g. nce+rce"
+        )
     first, second = (LOSSES[part] for part in names)
     for entry in (first, second):
         if isinstance(entry, Composite):
             raise LossSpecError(
-                f"{entry.name} is already the combination {'+'.join(entry.terms)} and cannot be combined further; "
-                f"use {entry.name} alone, or combine terms from: {', '.join(_terms())}"
+                f"{entry.name} is already the combination {'+'.join(entry.terms)} and cannot be combined "
+                f"further; use {entry.name} alone, or combine terms from: {', '.join(_terms())}"
             )
     if first.name == second.name:
         raise LossSpecError(f"{name!r} names {first.name} twice; combine two different terms, e.g. nce+rce")
@@ -210,7 +215,7 @@ def parse_loss_name(name: str) -> tuple[str, ...]:
             hint = (
                 f"use its normalized form {normalized}, e.g. {normalized}+rce"
                 if normalized in LOSSES
-                else f"register its normalized form, register(normalize({term.name!r})), and use {normalized}"
+                else f"register its normalized form with register(normalize({term.name!r})) and use {normalized}"
             )
             if term.name == "ce":
                 hint += ", or sce for alpha*ce + beta*rce"
@@ -241,9 +246,9 @@ class Loss(nn.Module):
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
         if logits.ndim != 2 or logits.shape[1] != self.num_classes:
-            raise ValueError(f"{self.name} expects logits of shape [B, {self.num_classes}]; got {list(logits.shape)}")
+            raise ValueError(f"{self.name} expects logits [B, {self.num_classes}]; got {list(logits.shape)}")
         if labels.shape != logits.shape[:1]:
-            raise ValueError(f"{self.name} expects labels of shape [{logits.shape[0]}]; got {list(labels.shape)}")
+            raise ValueError(f"{self.name} expects labels [{logits.shape[0]}]; got {list(labels.shape)}")
         log_p = logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(dim=1)
         labels = labels.long()
         per_sample = sum(weight * term(log_p, labels, **params) for weight, term, params in self.parts)
@@ -252,15 +257,12 @@ class Loss(nn.Module):
         return per_sample.sum() if self.reduction == "sum" else per_sample.mean()
 
     def extra_repr(self) -> str:
-        parts = " + ".join(
-            f"{weight:g}*{term.name}" + (f"({', '.join(f'{k}={v:g}' for k, v in params.items())})" if params else "")
-            for weight, term, params in self.parts
-        )
+        parts = " + ".join(f"{weight:g}*{term.name}{params or ''}" for weight, term, params in self.parts)
         return f"{self.name!r}: {parts}, num_classes={self.num_classes}, reduction={self.reduction!r}"
 
 
 def _number(key: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise LossSpecError(f"{key} must be a finite number; got {value!r}")
     return float(value)
 
@@ -270,7 +272,8 @@ def _resolve_params(name: str, terms: list[Term], given: Mapping[str, object]) -
     "term.param" names (to that term only)."""
     resolved = [{key: param.default for key, param in term.params.items()} for term in terms]
     accepted = sorted({key for term in terms for key in term.params})
-    accepted += sorted(f"{term.name}.{key}" for term in terms for key in term.params) if len(terms) > 1 else []
+    if len(terms) > 1:
+        accepted += sorted(f"{term.name}.{key}" for term in terms for key in term.params)
     for key in sorted(given, key=lambda k: "." in k):
         owner, _, param = key.rpartition(".")
         targets = [i for i, term in enumerate(terms) if param in term.params and owner in ("", term.name)]
@@ -306,18 +309,19 @@ def make_loss(
     entry = LOSSES[names[0]]
     term_names = entry.terms if isinstance(entry, Composite) else names
     terms = [LOSSES[term_name] for term_name in term_names]
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 2:
         raise LossSpecError(f"num_classes must be an integer >= 2; got {num_classes!r}")
     if reduction not in ("mean", "sum", "none"):
         raise LossSpecError(f"reduction must be 'mean', 'sum' or 'none'; got {reduction!r}")
     if len(terms) == 1 and beta is not None:
         raise LossSpecError(
-            f"{name} is a single loss, weighed by alpha alone; drop beta, or name an active+passive pair, e.g. nce+rce"
+            f"{name} is a single loss, weighed by alpha alone; drop beta, "
+            "or name an active+passive pair, e.g. nce+rce"
         )
     weights = [alpha] if len(terms) == 1 else [alpha, 1.0 if beta is None else beta]
     for key, weight in zip(("alpha", "beta"), weights):
         if _number(key, weight) <= 0:
             raise LossSpecError(f"{key} must be > 0 (the paper's α, β > 0); got {weight!r}")
     resolved = _resolve_params(name, terms, params)
-    canonical = "+".join(names)
-    return Loss(canonical, num_classes, [(float(w), t, p) for w, t, p in zip(weights, terms, resolved)], reduction)
+    parts = [(float(weight), term, term_params) for weight, term, term_params in zip(weights, terms, resolved)]
+    return Loss("+".join(names), int(num_classes), parts, reduction)
