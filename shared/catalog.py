@@ -37,7 +37,7 @@ class LossInfo:
 DATASETS: dict[str, DatasetInfo] = {
     "mnist": DatasetInfo(10, 1, 28, 60_000, 10_000, "mnist", "7→1, 2→7, 5↔6, 3→8"),
     "fashion-mnist": DatasetInfo(
-        10, 1, 28, 60_000, 10_000, "mnist", "T-shirt→Shirt, Pullover→Coat, Sandal→Sneaker"
+        10, 1, 28, 60_000, 10_000, "mnist", "boot→sneaker, sneaker→sandal, pullover→shirt, coat↔dress (Zhang & Sabuncu, 2018)"
     ),
     "cifar10": DatasetInfo(
         10, 3, 32, 50_000, 10_000, "cifar10", "truck→automobile, bird→airplane, deer→horse, cat↔dog"

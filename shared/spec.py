@@ -262,6 +262,8 @@ def _check_noise(noise: NoiseSpec, data: DataInfo) -> None:
             "use pairflip or transition with your own matrix",
         )
     if noise.type == "transition":
+        if noise.rate != 0:
+            raise SpecError("noise.rate", "transition noise takes its rates from the matrix; leave rate at 0")
         _check_matrix(noise.matrix, k)
     elif noise.matrix is not None:
         raise SpecError("noise.matrix", "a matrix is used only with noise type 'transition'")
