@@ -70,8 +70,8 @@ class JobSpec(BaseModel):
     dataset: str = Field(..., min_length=1, max_length=64)
     noise: NoiseSpec = NoiseSpec()
     loss: str = Field("ce", min_length=1, max_length=64)
-    alpha: float | None = Field(None, ge=0.0, le=MAX_WEIGHT)
-    beta: float | None = Field(None, ge=0.0, le=MAX_WEIGHT)
+    alpha: float | None = Field(None, gt=0.0, le=MAX_WEIGHT)
+    beta: float | None = Field(None, gt=0.0, le=MAX_WEIGHT)
     loss_params: dict[str, float] = Field(default_factory=dict, max_length=16)
     model: str | None = None
     epochs: int | None = Field(None, ge=1, le=MAX_EPOCHS)

@@ -36,3 +36,23 @@ def test_every_loss_preset_builds():
             spec = resolve_spec(JobSpec(dataset=dataset, loss=loss))
             beta = {} if spec["beta"] is None else {"beta": spec["beta"]}
             losses.make_loss(loss, num_classes=spec["num_classes"], alpha=spec["alpha"], **beta, **spec["loss_params"])
+
+
+def test_the_api_and_the_worker_accept_and_refuse_the_same_loss_names():
+    from shared.spec import parse_loss
+
+    names = list(catalog.LOSSES)
+    for first in names:
+        for second in [None, *names]:
+            name = first if second is None else f"{first}+{second}"
+            api_ok = _accepts(parse_loss, name)
+            worker_ok = _accepts(losses.parse_loss_name, name)
+            assert api_ok == worker_ok, name
+
+
+def _accepts(parse, name: str) -> bool:
+    try:
+        parse(name)
+    except ValueError:
+        return False
+    return True
