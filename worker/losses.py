@@ -269,14 +269,14 @@ def _number(key: str, value: object) -> float:
 
 def _resolve_params(name: str, terms: list[Term], given: Mapping[str, object]) -> list[dict[str, float]]:
     """Each term's parameters: defaults, then plain names (to every term that takes them), then
-    "term.param" names (to that term only)."""
+    "term.param" names (to that term only; "sce.A" names the whole loss, like a plain name)."""
     resolved = [{key: param.default for key, param in term.params.items()} for term in terms]
     accepted = sorted({key for term in terms for key in term.params})
     if len(terms) > 1:
         accepted += sorted(f"{term.name}.{key}" for term in terms for key in term.params)
     for key in sorted(given, key=lambda k: "." in k):
         owner, _, param = key.rpartition(".")
-        targets = [i for i, term in enumerate(terms) if param in term.params and owner in ("", term.name)]
+        targets = [i for i, term in enumerate(terms) if param in term.params and owner in ("", name, term.name)]
         if not targets:
             raise LossSpecError(
                 f"{name} does not take the parameter {key!r}; "
@@ -322,6 +322,7 @@ def make_loss(
     for key, weight in zip(("alpha", "beta"), weights):
         if _number(key, weight) <= 0:
             raise LossSpecError(f"{key} must be > 0 (the paper's α, β > 0); got {weight!r}")
-    resolved = _resolve_params(name, terms, params)
+    canonical = "+".join(names)
+    resolved = _resolve_params(canonical, terms, params)
     parts = [(float(weight), term, term_params) for weight, term, term_params in zip(weights, terms, resolved)]
-    return Loss("+".join(names), int(num_classes), parts, reduction)
+    return Loss(canonical, int(num_classes), parts, reduction)

@@ -28,6 +28,17 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def nnce(p, py):
+    def ell(v):
+        return -math.log(1e-7) + np.log(np.clip(v, 1e-7, 1))  # ℓ = A + ln clamp(p, 1e-7, 1)
+
+    return 1 - ell(py) / ell(p).sum(axis=1)
+
+
+def nfl(p, py, gamma=0.5):
+    return ((1 - py) ** gamma * np.log(py)) / ((1 - p) ** gamma * np.log(p)).sum(axis=1)
+
+
 # Each loss written out independently in numpy: p [B, K] probabilities, py [B] those of the labels.
 # Default parameter values are spelled out here, so a changed default fails the test.
 FORMULAS = {
@@ -37,12 +48,11 @@ FORMULAS = {
     "mae": lambda p, py: 1 - py,
     "rce": lambda p, py, A=LN_1E4: -A * (1 - py),
     "nce": lambda p, py: np.log(py) / np.log(p).sum(axis=1),
-    "nfl": lambda p, py, gamma=0.5: ((1 - py) ** gamma * np.log(py)) / ((1 - p) ** gamma * np.log(p)).sum(axis=1),
+    "nfl": nfl,
     "ngce": lambda p, py, q=0.7: (1 - py**q) / (K - (p**q).sum(axis=1)),
     "nmae": lambda p, py: (1 - py) / (K - 1),
     "nrce": lambda p, py, A=LN_1E4: (1 - py) / (K - 1),
-    "nnce": lambda p, py: 1 - (-math.log(1e-7) + np.log(np.clip(py, 1e-7, 1)))
-    / (-math.log(1e-7) + np.log(np.clip(p, 1e-7, 1))).sum(axis=1),
+    "nnce": nnce,
     "agce": lambda p, py, a=6.0, q=1.5: ((a + 1) ** q - (a + py) ** q) / q,
     "aul": lambda p, py, a=6.3, q=1.5: ((a - py) ** q - (a - 1) ** q) / q,
     "ael": lambda p, py, a=5.0: np.exp(-py / a),
@@ -167,12 +177,15 @@ def test_the_papers_apl_aal_and_ppl_combinations_are_accepted():
         assert name in COMBINATIONS
     for name in ["nce+nnce", "nce+agce", "nce+aul", "nce+ael", "nce+nmae", "nce+nrce"]:
         assert name in COMBINATIONS
+    # every ordered pair of different robust terms but passive-then-active: 3·8 APL + 3·2 AAL + 8·7 PPL
+    assert len(COMBINATIONS) == 24 + 6 + 56
 
 
 def test_single_loss_is_scaled_by_alpha_and_sce_is_alpha_ce_plus_beta_rce():
     np.testing.assert_allclose(per_sample("nce", alpha=10.0), 10 * per_sample("nce"), rtol=1e-12)
     expected = 6.0 * per_sample("ce") + 0.1 * per_sample("rce", A=-4.0)
     np.testing.assert_allclose(per_sample("sce", alpha=6.0, beta=0.1, A=-4.0), expected, rtol=1e-12)
+    np.testing.assert_allclose(per_sample("sce", alpha=6.0, beta=0.1, **{"sce.A": -4.0}), expected, rtol=1e-12)
 
 
 def test_plain_parameter_goes_to_every_term_that_takes_it_and_dotted_to_one():
@@ -258,8 +271,11 @@ EXTREME = [
     [-1e4, 1e4, -1e4, -1e4, -1e4],
     [1e4, 1e4, 1e4, 1e4, 1e4],
     [-1e4, -1e4, -1e4, -1e4, 1e4],
+    [0.0, 30.0, 0.0, 0.0, 0.0],
+    [0.0, 0.0, 100.0, 0.0, 0.0],
 ]
-EXTREME_LABELS = torch.tensor([0, 1, 1, 3, 0])  # p_y = 1/2, 0, 1, 1/K, 0
+# p_y = 1/2, 0, 1, 1/K, 0, then exactly 1 in fp32 with log p_y = 0 for gaps of 30 and 100
+EXTREME_LABELS = torch.tensor([0, 1, 1, 3, 0, 1, 2])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
