@@ -95,9 +95,7 @@ class JobSpec(BaseModel):
     @field_validator("loss")
     @classmethod
     def _known_loss(cls, name: str) -> str:
-        name = name.strip().lower()
-        parse_loss(name)
-        return name
+        return "+".join(parse_loss(name.strip().lower()))
 
     @field_validator("model")
     @classmethod
