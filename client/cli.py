@@ -1,0 +1,527 @@
+"""The `noisyfit` command: submit, follow and fetch training jobs and sweeps over HTTP, or
+train in the foreground with `noisyfit train`.
+
+Exit codes: 0 done, 1 the API refused or could not be reached (one line on stderr, or a
+watched job that did not succeed), 2 a usage error, 130 interrupted.
+"""
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from client.config import ConfigError, load_config
+from client.http import TERMINAL, ApiError, ClientError, NoisyfitClient
+from shared.catalog import PAPER_GRIDS
+from shared.sweeps import GridError, check_grid, paper_grid, set_path, table_csv, table_markdown
+
+Json = dict[str, Any]
+
+
+class UsageError(Exception):
+    """The command line or a file it names cannot be used as given."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        return train(argv[1:])
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit:  # argparse has printed the usage and the problem
+        return int(exit.code or 0)
+    if args.command == "train":
+        return train(args.args)
+    try:
+        return args.run(args)
+    except (UsageError, ConfigError, GridError) as error:
+        print(f"noisyfit: {error}", file=sys.stderr)
+        return 2
+    except ClientError as error:
+        print(f"noisyfit: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+
+
+# The command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="noisyfit", description="Train deep networks on noisy labels with normalized and Active Passive losses."
+    )
+    _connection_options(parser, subcommand=False)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    shared = argparse.ArgumentParser(add_help=False)
+    _connection_options(shared, subcommand=True)
+
+    def command(name: str, run: Callable[[argparse.Namespace], int], help: str, into: Any = commands) -> argparse.ArgumentParser:
+        sub = into.add_parser(name, help=help, description=help, parents=[shared])
+        sub.set_defaults(run=run)
+        return sub
+
+    sub = command("submit", cmd_submit, "submit a training job")
+    sub.add_argument("spec", nargs="?", metavar="SPEC.json", help="job spec file ('-' reads stdin); flags override it")
+    _spec_options(sub)
+    sub.add_argument("--idempotency-key", help="resubmitting with the same key returns the same job")
+    sub.add_argument("--watch", action="store_true", help="follow the job until it ends")
+
+    sub = command("status", cmd_status, "show a job")
+    sub.add_argument("id")
+    sub = command("list", cmd_list, "list your jobs, newest first")
+    sub.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"])
+    sub.add_argument("--cursor", help="the cursor printed at the end of the previous page")
+    sub.add_argument("--limit", type=int)
+    sub = command("watch", cmd_watch, "follow a job's progress live until it ends")
+    sub.add_argument("id")
+    sub = command("download", cmd_download, "download a job's artifacts (all of them without NAME)")
+    sub.add_argument("id")
+    sub.add_argument("name", nargs="?")
+    sub.add_argument("--out", default=".", type=Path, help="folder to save into (default: .)")
+    sub = command("cancel", cmd_cancel, "cancel a queued or running job")
+    sub.add_argument("id")
+
+    sweep = commands.add_parser("sweep", help="grids of jobs and their tables").add_subparsers(
+        dest="sweep_command", required=True, metavar="COMMAND"
+    )
+    sub = command("submit", cmd_sweep_submit, "submit a sweep: a grid of jobs", sweep)
+    sub.add_argument("file", nargs="?", metavar="SWEEP.json", help='{"base": SPEC, "grid": {FIELD: [VALUES]}}')
+    sub.add_argument("--preset", choices=list(PAPER_GRIDS), help="the paper's grid (Table 2, Table 3, the α/β search)")
+    sub.add_argument("--seeds", default="0,1,2", help="seeds of a preset grid (default: 0,1,2)")
+    sub.add_argument(
+        "--grid", action="append", default=[], metavar="FIELD=V1,V2", help="a grid field and its values (repeatable)"
+    )
+    _spec_options(sub)
+    sub = command("status", cmd_sweep_status, "show a sweep and its table", sweep)
+    sub.add_argument("id")
+    sub = command("table", cmd_sweep_table, "print a sweep's table (mean ± std over seeds)", sweep)
+    sub.add_argument("id")
+    sub.add_argument("--format", choices=["markdown", "csv", "json"], default="markdown")
+    sub = command("cancel", cmd_sweep_cancel, "cancel a sweep's unfinished jobs", sweep)
+    sub.add_argument("id")
+
+    datasets = commands.add_parser("datasets", help="your uploaded data sets").add_subparsers(
+        dest="datasets_command", required=True, metavar="COMMAND"
+    )
+    sub = command("upload", cmd_datasets_upload, "upload a data set file", datasets)
+    sub.add_argument("file", type=Path)
+    sub.add_argument("--name", required=True)
+    command("list", cmd_datasets_list, "list your data sets", datasets)
+
+    command("catalog", cmd_catalog, "what can be asked for: data sets, losses, models, noise, presets")
+    sub = commands.add_parser("train", help="train in the foreground, without a server (noisyfit train SPEC --out DIR)")
+    sub.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _connection_options(parser: argparse.ArgumentParser, subcommand: bool) -> None:
+    """On the main parser and on every command, so that they may come before or after it."""
+    default = (lambda value: argparse.SUPPRESS) if subcommand else (lambda value: value)
+    parser.add_argument("--api-url", default=default(None), help="API address (else NOISYFIT_API_URL or the config file)")
+    parser.add_argument("--api-key", default=default(None), help="API key (else NOISYFIT_API_KEY or the config file)")
+    parser.add_argument("--timeout", type=float, default=default(30.0), help="seconds per request (default: 30)")
+    parser.add_argument("--json", action="store_true", default=default(False), help="print the API's JSON")
+
+
+def _spec_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset")
+    parser.add_argument("--loss", help="e.g. ce, gce, nce+rce")
+    parser.add_argument("--noise", metavar="TYPE[:RATE]", help="none, symmetric:0.6, asymmetric:0.4, transition:MATRIX.json")
+    parser.add_argument("--alpha", type=float)
+    parser.add_argument("--beta", type=float)
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--train-size", type=int)
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="any spec field, dotted for nested ones (repeatable)"
+    )
+
+
+def spec_from_args(args: argparse.Namespace, spec: Json | None = None) -> Json:
+    """A spec from a file's contents and the flags; the flags win."""
+    spec = dict(spec or {})
+    for name in ("dataset", "loss", "alpha", "beta", "epochs", "seed", "train_size"):
+        value = getattr(args, name)
+        if value is not None:
+            spec[name] = value
+    if args.noise is not None:
+        spec["noise"] = parse_noise(args.noise)
+    for assignment in args.set:
+        key, value = _split_assignment(assignment, "--set")
+        set_path(spec, key, parse_value(value))
+    return spec
+
+
+def parse_noise(text: str) -> Json:
+    kind, _, value = text.partition(":")
+    if kind == "none":
+        return {"type": "none", "rate": 0.0}
+    if kind == "transition":
+        if not value:
+            raise UsageError("--noise transition:FILE needs a JSON file holding the K×K matrix")
+        return {"type": "transition", "matrix": read_json(value)}
+    try:
+        return {"type": kind, "rate": float(value)}
+    except ValueError:
+        raise UsageError(f"--noise {text!r}: write TYPE:RATE, e.g. symmetric:0.4") from None
+
+
+def parse_value(text: str) -> Any:
+    """JSON where it parses (numbers, true, lists), the text itself otherwise."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _split_assignment(text: str, flag: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise UsageError(f"{flag} {text!r}: write KEY=VALUE")
+    return key.strip(), value
+
+
+def read_json(path: str) -> Any:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        return json.loads(text)
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror or error}") from None
+    except ValueError as error:
+        raise UsageError(f"{path} is not valid JSON: {error}") from None
+
+
+def make_client(args: argparse.Namespace) -> NoisyfitClient:
+    config = load_config(args.api_url, args.api_key)
+    if not config.api_key:
+        raise ConfigError(
+            "no API key: pass --api-key, set NOISYFIT_API_KEY, or write api_key in ~/.config/noisyfit/config.toml"
+        )
+    return NoisyfitClient(config.api_url, config.api_key, args.timeout)
+
+
+def emit(args: argparse.Namespace, data: Any, human: Callable[[Any], str]) -> None:
+    print(json.dumps(data, indent=2) if args.json else human(data))
+
+
+# Jobs
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    spec = spec_from_args(args, read_json(args.spec) if args.spec else None)
+    if "dataset" not in spec:
+        raise UsageError("submit needs a SPEC.json file or --dataset")
+    with make_client(args) as client:
+        job = client.submit_job(spec, args.idempotency_key)
+        emit(args, job, lambda j: f"submitted job {j['id']} ({j['status']}): {describe(j.get('spec') or spec)}")
+        if args.watch:
+            return watch(client, job["id"], sys.stdout)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        emit(args, client.get_job(args.id), format_job)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        page = client.list_jobs(args.status, args.cursor, args.limit)
+    emit(args, page, format_job_list)
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        return watch(client, args.id, sys.stdout)
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    args.out.mkdir(parents=True, exist_ok=True)
+    with make_client(args) as client:
+        names = [args.name] if args.name else [a["name"] for a in client.artifacts(args.id)]
+        for name in names:
+            print(client.download(args.id, name, args.out))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        emit(args, client.cancel(args.id), lambda j: f"job {j.get('id', args.id)}: {j.get('status', 'cancel requested')}")
+    return 0
+
+
+def describe(spec: Json) -> str:
+    """mnist · nce+rce · symmetric 0.4 · 50 epochs · seed 0"""
+    noise = spec.get("noise") or {}
+    parts = [spec.get("dataset"), spec.get("loss")]
+    if noise.get("type") not in (None, "none"):
+        parts.append(f"{noise['type']} {noise.get('rate', '')}".strip())
+    if spec.get("epochs"):
+        parts.append(f"{spec['epochs']} epochs")
+    if spec.get("seed") is not None:
+        parts.append(f"seed {spec['seed']}")
+    return " · ".join(str(p) for p in parts if p is not None)
+
+
+def percent(value: Any) -> str:
+    return f"{100 * value:.2f}%" if isinstance(value, (int, float)) else "–"
+
+
+def format_job(job: Json) -> str:
+    lines = [f"job {job['id']}  {job['status']}" + (f"  (attempt {job['attempts']})" if job.get("attempts") else "")]
+    lines.append("  " + describe(job.get("spec") or {}))
+    progress = job.get("progress") or {}
+    if progress.get("epoch"):
+        metrics = progress.get("metrics") or {}
+        lines.append(
+            f"  epoch {progress['epoch']}/{progress.get('epochs', '?')}  test {percent(metrics.get('test_acc'))}"
+            f"  train {percent(metrics.get('train_acc'))}"
+        )
+    result = job.get("result") or {}
+    if result:
+        lines.append(
+            f"  final test accuracy {percent(result.get('final_test_accuracy'))}"
+            f"  best {percent(result.get('best_test_accuracy'))}"
+        )
+    error = job.get("error") or {}
+    if error:
+        lines.append(f"  error: {error.get('message', error)}" + (f" [{error['code']}]" if error.get("code") else ""))
+    times = [f"{name} {job[f'{name}_at']}" for name in ("created", "started", "finished") if job.get(f"{name}_at")]
+    if times:
+        lines.append("  " + "  ".join(times))
+    return "\n".join(lines)
+
+
+def format_job_list(page: Json) -> str:
+    jobs = page.get("jobs", page.get("items", [])) if isinstance(page, dict) else page
+    header = ("ID", "STATUS", "JOB", "EPOCH", "TEST ACC", "CREATED")
+    rows = [header]
+    for job in jobs:
+        progress = job.get("progress") or {}
+        accuracy = (job.get("result") or {}).get("final_test_accuracy", (progress.get("metrics") or {}).get("test_acc"))
+        epoch = f"{progress.get('epoch', 0)}/{progress.get('epochs', '?')}" if progress else ""
+        rows.append(
+            (job["id"], job["status"], describe(job.get("spec") or {}), epoch, percent(accuracy), job.get("created_at", ""))
+        )
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    if not jobs:
+        lines = ["no jobs"]
+    if isinstance(page, dict) and page.get("next"):
+        lines.append(f"more: noisyfit list --cursor {page['next']}")
+    return "\n".join(lines)
+
+
+# Watching a job
+
+
+class Progress:
+    """One line per epoch, or one line redrawn in place on a terminal."""
+
+    WIDTH = 24
+
+    def __init__(self, out: TextIO, epochs: int | None):
+        self.out = out
+        self.epochs = epochs
+        self.live = out.isatty()
+        self.dirty = False
+
+    def epoch(self, event: Json) -> None:
+        epoch, epochs = event.get("epoch", 0), event.get("epochs") or self.epochs
+        self.epochs = epochs
+        fields = [
+            f"loss {event['train_loss']:.4f}" if isinstance(event.get("train_loss"), (int, float)) else "",
+            f"train {percent(event.get('train_acc'))}" if "train_acc" in event else "",
+            f"test {percent(event.get('test_acc'))}" if "test_acc" in event else "",
+            f"memorised {percent(event.get('memorized'))}" if "memorized" in event else "",
+        ]
+        self._show(f"epoch {epoch}/{epochs or '?'} {bar(epoch, epochs, self.WIDTH)} " + "  ".join(f for f in fields if f))
+
+    def step(self, event: Json) -> None:
+        if self.live and event.get("step") is not None:
+            steps = event.get("steps")
+            self._show(f"epoch {event.get('epoch', '?')}: step {event['step']}" + (f"/{steps}" if steps else ""), final=False)
+
+    def line(self, text: str) -> None:
+        self._show(text)
+
+    def _show(self, text: str, final: bool = True) -> None:
+        if self.live:
+            self.out.write("\r\033[K" + text + ("\n" if final else ""))
+        elif final:
+            self.out.write(text + "\n")
+        self.out.flush()
+
+
+def bar(done: int, total: int | None, width: int) -> str:
+    if not total:
+        return ""
+    filled = min(width, round(width * done / total))
+    return "[" + "#" * filled + "-" * (width - filled) + "]"
+
+
+def watch(client: NoisyfitClient, job_id: str, out: TextIO) -> int:
+    """Follow a job's events until it ends; 0 when it succeeded, 1 otherwise."""
+    job = client.get_job(job_id)
+    if job["status"] not in TERMINAL:
+        progress = Progress(out, (job.get("spec") or {}).get("epochs"))
+        for event in client.events(job_id):
+            kind = event.get("type")
+            if kind == "epoch":
+                progress.epoch(event)
+            elif kind == "step":
+                progress.step(event)
+            elif kind == "status":
+                progress.line(f"status: {event.get('status')}")
+        job = client.get_job(job_id)
+    print(format_job(job), file=out)
+    return 0 if job["status"] == "succeeded" else 1
+
+
+# Sweeps
+
+
+def cmd_sweep_submit(args: argparse.Namespace) -> int:
+    sweep = read_json(args.file) if args.file else {}
+    if not isinstance(sweep, dict):
+        raise UsageError(f"{args.file} must hold an object with base and grid")
+    base = spec_from_args(args, sweep.get("base"))
+    grid = dict(sweep.get("grid") or {})
+    if args.preset:
+        if "dataset" not in base:
+            raise UsageError("--preset needs --dataset (the paper's grids are per data set)")
+        grid = {**paper_grid(args.preset, base["dataset"], _seeds(args.seeds)), **grid}
+    for entry in args.grid:
+        key, values = _split_assignment(entry, "--grid")
+        grid[key] = [parse_value(v) for v in values.split(",")]
+    if "dataset" not in base:
+        raise UsageError("sweep submit needs a base spec with a dataset (SWEEP.json or --dataset)")
+    if not grid:
+        raise UsageError("sweep submit needs a grid: SWEEP.json, --preset or --grid FIELD=V1,V2")
+    check_grid(grid)
+    with make_client(args) as client:
+        created = client.submit_sweep(base, grid)
+    emit(args, created, lambda s: f"submitted sweep {s['id']}: {len(s.get('jobs', []))} jobs")
+    return 0
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(seed) for seed in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--seeds {text!r}: write integers separated by commas, e.g. 0,1,2") from None
+
+
+def cmd_sweep_status(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        sweep = client.get_sweep(args.id)
+    emit(args, sweep, format_sweep)
+    return 0
+
+
+def format_sweep(sweep: Json) -> str:
+    lines = [f"sweep {sweep['id']}  {sweep.get('status', '')}".rstrip()]
+    counts = sweep.get("counts")
+    if counts:
+        lines.append("  " + ", ".join(f"{n} {status}" for status, n in counts.items() if n))
+    else:
+        lines.append(f"  {len(sweep.get('jobs', []))} jobs")
+    if sweep.get("table"):
+        lines += ["", table_markdown(sweep["table"]).rstrip()]
+    return "\n".join(lines)
+
+
+def cmd_sweep_table(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        try:
+            table = client.sweep_table(args.id, args.format)
+        except ApiError as error:
+            if error.status not in (404, 405):
+                raise
+            table = local_table(client.get_sweep(args.id).get("table") or [], args.format)
+    print(json.dumps(table, indent=2) if args.format == "json" else table.rstrip("\n"))
+    return 0
+
+
+def cmd_sweep_cancel(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        emit(args, client.cancel_sweep(args.id), lambda s: f"sweep {s.get('id', args.id)}: {s.get('status', 'cancel requested')}")
+    return 0
+
+
+def local_table(rows: list[Json], format: str) -> Any:
+    """The table from the sweep's rows, for an API without GET /v1/sweeps/{id}/table."""
+    if format == "json":
+        return rows
+    return table_csv(rows) if format == "csv" else table_markdown(rows)
+
+
+# Data sets and catalog
+
+
+def cmd_datasets_upload(args: argparse.Namespace) -> int:
+    if not args.file.is_file():
+        raise UsageError(f"cannot read {args.file}: no such file")
+    with make_client(args) as client:
+        emit(args, client.upload_dataset(args.file, args.name), lambda d: f"uploaded data set {d.get('id')} ({args.name})")
+    return 0
+
+
+def cmd_datasets_list(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        emit(args, client.list_datasets(), format_datasets)
+    return 0
+
+
+def format_datasets(listing: Any) -> str:
+    items = listing.get("datasets", listing.get("items", [])) if isinstance(listing, dict) else listing
+    if not items:
+        return "no data sets"
+    return "\n".join(
+        f"{d.get('id')}  {d.get('name', '')}  {d.get('num_classes', '?')} classes  {d.get('train_samples', '?')} samples"
+        for d in items
+    )
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        emit(args, client.catalog(), format_catalog)
+    return 0
+
+
+def format_catalog(catalog: Json) -> str:
+    lines = ["data sets: " + ", ".join(catalog.get("datasets", {}))]
+    lines.append("losses:")
+    for name, info in (catalog.get("losses") or {}).items():
+        lines.append(f"  {name:6} {info.get('formula', '') if isinstance(info, dict) else info}")
+    for title, key in (("models", "models"), ("noise", "noise"), ("sweep presets", "sweep_presets")):
+        lines.append(f"{title}: " + ", ".join(catalog.get(key) or {}))
+    return "\n".join(lines)
+
+
+# Training without a server
+
+
+def train(argv: list[str]) -> int:
+    """`noisyfit train SPEC --out DIR`: the worker's own command line, imported only now
+    (it needs torch, which the client does not)."""
+    try:
+        from worker.cli import main as worker_main
+    except ImportError as error:
+        print(
+            f"noisyfit: train needs the training engine ({error}); install it with: pip install 'noisyfit[worker]'",
+            file=sys.stderr,
+        )
+        return 1
+    return int(worker_main(argv) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
