@@ -39,6 +39,19 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 512 * 1024 * 1024
     max_request_bytes: int = 1024 * 1024
 
+    # Prepended to every Redis key (metrics streams and the Celery queue), so that several
+    # deployments or test sessions can share one Redis server.
+    redis_key_prefix: str = ""
+    # An idle Server-Sent Events stream sends a heartbeat comment this often.
+    sse_heartbeat_s: float = 15.0
+    # The API requeues running jobs whose lease lapsed this often (0: never; run it elsewhere).
+    reaper_interval_s: float = 30.0
+    # Object store calls: connect/read timeouts and attempts on connection errors.
+    s3_timeout_s: float = 30.0
+    # Presigned URLs name this host instead of s3_endpoint when set (the store as users reach it).
+    s3_public_endpoint: str = ""
+    s3_attempts: int = 3
+
 
 @lru_cache
 def get_settings() -> Settings:

@@ -1,0 +1,400 @@
+"""The job service: what the API routes and the worker do to jobs.
+
+Every state change is one `UPDATE job ... WHERE status = ...` (compare-and-set), so two
+workers, a late message or a duplicate delivery can never move a job twice:
+
+    queued ──start_attempt──> running ──finish──> succeeded | failed | cancelled
+      ^                          │
+      └──────requeue_stale───────┘   (lease lapsed: the worker died; failed after max_attempts)
+    queued ──request_cancel──> cancelled;  running ──request_cancel──> cancel_requested flag
+
+Functions take an open Session and commit their own change. Status changes are announced on
+the job's metrics stream (`status` events, and `done` once finished), best-effort.
+"""
+
+import base64
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import and_, delete, false, func, or_, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from shared.catalog import DATASETS
+from shared.models import ACTIVE, FINISHED, Dataset, Job, JobStatus, utcnow
+from shared.queue import send_train
+from shared.settings import Settings
+from shared.spec import DataInfo, JobSpec, SpecError, resolve_spec
+from shared.store import ObjectMissing, ObjectStore, artifact_key
+from shared.stream import MetricsStream, StreamUnavailable, get_stream, stream_id
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class ServiceError(Exception):
+    """A request the service refuses; `code` is machine-readable, `message` says what to change."""
+
+    code = "error"
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class NotFound(ServiceError):
+    code = "not_found"
+
+
+class Conflict(ServiceError):
+    code = "conflict"
+
+
+class IdempotencyConflict(Conflict):
+    code = "idempotency_conflict"
+
+
+class JobFinished(Conflict):
+    code = "job_finished"
+
+
+class LimitError(ServiceError):
+    code = "too_many_active_jobs"
+
+
+class InvalidCursor(ServiceError):
+    code = "invalid_cursor"
+
+
+class QueueUnavailable(ServiceError):
+    code = "queue_unavailable"
+
+
+# ---------------------------------------------------------------- the user's side
+
+
+def create_job(
+    session: Session,
+    user_id: int,
+    spec: JobSpec | dict[str, Any],
+    settings: Settings,
+    *,
+    idempotency_key: str | None = None,
+    sweep_id: str | None = None,
+    enqueue: Callable[[str], None] | None = None,
+) -> tuple[Job, bool]:
+    """Validate, resolve, store and enqueue a job; returns (job, created).
+
+    The same `idempotency_key` with the same resolved spec returns the stored job
+    (created=False); with another spec it raises IdempotencyConflict.
+    """
+    spec = parse_spec(spec)
+    resolved = resolve_spec(spec, _data_info(session, user_id, spec.dataset))
+    request_hash = _hash({"spec": resolved, "sweep_id": sweep_id})
+    if idempotency_key is not None:
+        existing = _replay(session, user_id, idempotency_key, request_hash)
+        if existing is not None:
+            return existing, False
+    active = session.exec(
+        select(func.count()).select_from(Job).where(Job.user_id == user_id, col(Job.status).in_(ACTIVE))
+    ).one()
+    if active >= settings.max_active_jobs_per_user:
+        raise LimitError(
+            f"you have {active} queued or running jobs, the most allowed; wait for some to finish or cancel some"
+        )
+    job = Job(user_id=user_id, spec=resolved, progress=_progress(0, resolved["epochs"]), sweep_id=sweep_id,
+              idempotency_key=idempotency_key, request_hash=request_hash)
+    session.add(job)
+    try:
+        session.commit()
+    except IntegrityError:  # the same key, posted concurrently
+        session.rollback()
+        existing = _replay(session, user_id, idempotency_key, request_hash) if idempotency_key else None
+        if existing is None:
+            raise
+        return existing, False
+    session.refresh(job)
+    try:
+        (enqueue or (lambda job_id: send_train(job_id, settings)))(job.id)
+    except Exception as exc:
+        session.execute(delete(Job).where(Job.id == job.id, Job.status == JobStatus.queued))
+        session.commit()
+        raise QueueUnavailable(f"the job queue cannot be reached, so no job was created; retry later ({exc})")
+    _announce(settings, job.id, JobStatus.queued)
+    return job, True
+
+
+def parse_spec(spec: JobSpec | dict[str, Any]) -> JobSpec:
+    """A JobSpec from a dict (e.g. a sweep cell); the first problem becomes a SpecError."""
+    if isinstance(spec, JobSpec):
+        return spec
+    try:
+        return JobSpec.model_validate(spec)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise SpecError(".".join(str(p) for p in first["loc"]) or "spec", first["msg"]) from exc
+
+
+def get_job(session: Session, user_id: int, job_id: str) -> Job:
+    """The caller's job; NotFound for an unknown id and for another user's job alike."""
+    job = session.get(Job, job_id)
+    if job is None or job.user_id != user_id:
+        raise NotFound(f"no job {job_id!r} (GET /v1/jobs lists yours)", field="id")
+    return job
+
+
+def list_jobs(
+    session: Session, user_id: int, *, status: JobStatus | None = None, cursor: str | None = None, limit: int = 50
+) -> tuple[list[Job], str | None]:
+    """The user's jobs, newest first, and the cursor of the next page (None on the last)."""
+    query = select(Job).where(Job.user_id == user_id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if cursor is not None:
+        created_at, job_id = _decode_cursor(cursor)
+        query = query.where(
+            or_(Job.created_at < created_at, and_(Job.created_at == created_at, Job.id < job_id))
+        )
+    query = query.order_by(col(Job.created_at).desc(), col(Job.id).desc()).limit(limit + 1)
+    jobs = list(session.exec(query))
+    if len(jobs) <= limit:
+        return jobs, None
+    jobs = jobs[:limit]
+    return jobs, _encode_cursor(jobs[-1])
+
+
+def request_cancel(session: Session, user_id: int, job_id: str, settings: Settings) -> Job:
+    """Cancel a queued job at once; ask a running job's worker to stop. Cancelling twice is fine."""
+    job = get_job(session, user_id, job_id)
+    now = utcnow()
+    if _cas(session, job_id, [Job.status == JobStatus.queued],
+            status=JobStatus.cancelled, cancel_requested=True, finished_at=now):
+        _announce(settings, job_id, JobStatus.cancelled)
+    else:
+        _cas(session, job_id, [Job.status == JobStatus.running], cancel_requested=True)
+    session.refresh(job)
+    if job.status in (JobStatus.succeeded, JobStatus.failed):
+        raise JobFinished(f"job {job_id} already {job.status}; there is nothing to cancel")
+    return job
+
+
+def read_metrics(
+    job_id: str, after: str | None, limit: int, *, stream: MetricsStream, store: ObjectStore
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Metric events after the cursor, from the stream, or from metrics.jsonl once it was trimmed or expired."""
+    if after is not None:
+        _check_stream_cursor(after)
+    if not stream.covers(job_id, after):
+        try:
+            lines = store.get_bytes(artifact_key(job_id, METRICS_FILE)).decode().splitlines()
+        except ObjectMissing:
+            lines = None
+        if lines is not None:
+            return _events_after(lines, after, limit)
+    return stream.read(job_id, after, limit)
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    rows = session.exec(select(Job.status, func.count()).group_by(Job.status)).all()
+    return {status: 0 for status in JobStatus} | {status: n for status, n in rows}
+
+
+# ---------------------------------------------------------------- the worker's side
+
+
+def start_attempt(session: Session, job_id: str, worker_id: str, settings: Settings) -> bool:
+    """Take the job for `worker_id`: a queued job, or a running one whose lease lapsed.
+
+    Counts the attempt and sets started_at the first time. False when another worker holds
+    a live lease, the job is finished or cancelled, or it used up settings.max_attempts:
+    the caller then drops the task.
+    """
+    now = utcnow()
+    taken = _cas(
+        session, job_id,
+        [
+            Job.cancel_requested == false(),
+            Job.attempts < settings.max_attempts,
+            or_(Job.status == JobStatus.queued,
+                and_(Job.status == JobStatus.running, Job.lease_expires_at < now)),
+        ],
+        status=JobStatus.running, lease_owner=worker_id, lease_expires_at=now + _ttl(settings),
+        attempts=Job.attempts + 1, started_at=func.coalesce(Job.started_at, now),
+    )
+    if taken:
+        attempts = session.exec(select(Job.attempts).where(Job.id == job_id)).one()
+        _announce(settings, job_id, JobStatus.running, attempt=attempts)
+    return taken
+
+
+def renew_lease(session: Session, job_id: str, worker_id: str, settings: Settings) -> bool:
+    """Extend the lease (the worker's heartbeat); False when the worker no longer holds the job."""
+    return _cas(session, job_id, _held_by(worker_id), lease_expires_at=utcnow() + _ttl(settings))
+
+
+def update_progress(session: Session, job_id: str, worker_id: str, epoch: int, epochs: int,
+                    metrics: dict[str, Any]) -> bool:
+    """Record the latest finished epoch and its figures; False when the worker lost the job."""
+    return _cas(session, job_id, _held_by(worker_id), progress=_progress(epoch, epochs, metrics))
+
+
+def cancel_requested(session: Session, job_id: str) -> bool:
+    return bool(session.exec(select(Job.cancel_requested).where(Job.id == job_id)).one_or_none())
+
+
+def finish(
+    session: Session, job_id: str, worker_id: str, status: JobStatus, settings: Settings, *,
+    result: dict[str, Any] | None = None, error: dict[str, Any] | None = None,
+) -> bool:
+    """End a running job held by `worker_id`; False (and nothing changed) for a late or duplicate call.
+
+    `result` is the summary (final_test_accuracy, best_test_accuracy, ...); `error` is
+    {"code", "message"}. Publishes the `done` event.
+    """
+    if status not in FINISHED:
+        raise ValueError(f"finish with one of {[s.value for s in FINISHED]}, not {status!r}")
+    done = _cas(session, job_id, _held_by(worker_id), status=status, result=result, error=error,
+                finished_at=utcnow(), lease_expires_at=None)
+    if done:
+        _announce(settings, job_id, status, result=result, error=error)
+    return done
+
+
+def requeue_stale(
+    session: Session, settings: Settings, now: datetime | None = None,
+    enqueue: Callable[[str], None] | None = None,
+) -> list[str]:
+    """Running jobs whose lease lapsed (their worker died): queued again and re-sent, or
+    cancelled when that was asked, or failed after settings.max_attempts. Returns the requeued ids."""
+    now = now or utcnow()
+    stale = session.exec(
+        select(Job.id, Job.attempts, Job.cancel_requested)
+        .where(Job.status == JobStatus.running, col(Job.lease_expires_at) < now)
+    ).all()
+    requeued = []
+    for job_id, attempts, cancel in stale:
+        lapsed = [Job.status == JobStatus.running, Job.lease_expires_at < now]
+        if cancel:
+            status: JobStatus = JobStatus.cancelled
+            changes: dict[str, Any] = {"finished_at": now}
+        elif attempts >= settings.max_attempts:
+            status = JobStatus.failed
+            changes = {"finished_at": now, "error": {
+                "code": "too_many_attempts",
+                "message": f"the job's worker stopped {attempts} times before it finished (out of memory?); "
+                           "try a smaller batch_size or model",
+            }}
+        else:
+            status, changes = JobStatus.queued, {}
+        if not _cas(session, job_id, lapsed, status=status, lease_owner=None, lease_expires_at=None, **changes):
+            continue
+        _announce(settings, job_id, status, error=changes.get("error"))
+        if status == JobStatus.queued:
+            requeued.append(job_id)
+            try:
+                (enqueue or (lambda i: send_train(i, settings)))(job_id)
+            except Exception:
+                log.exception("could not re-send job %s; it stays queued", job_id)
+    return requeued
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _cas(session: Session, job_id: str, where: list[Any], **values: Any) -> bool:
+    values.setdefault("updated_at", utcnow())
+    result = session.execute(update(Job).where(Job.id == job_id, *where).values(**values))
+    session.commit()
+    return result.rowcount == 1
+
+
+def _held_by(worker_id: str) -> list[Any]:
+    return [Job.status == JobStatus.running, Job.lease_owner == worker_id]
+
+
+def _ttl(settings: Settings) -> timedelta:
+    return timedelta(seconds=settings.lease_ttl_s)
+
+
+def _progress(epoch: int, epochs: int, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"epoch": epoch, "epochs": epochs, "metrics": metrics or {}}
+
+
+def _announce(settings: Settings, job_id: str, status: JobStatus, **fields: Any) -> None:
+    event = {"type": "status", "status": str(status), "time": utcnow().isoformat(),
+             **{k: v for k, v in fields.items() if v is not None}}
+    try:
+        stream = get_stream(settings)
+        stream.publish(job_id, event)
+        if status in FINISHED:
+            stream.publish(job_id, {**event, "type": "done"})
+    except StreamUnavailable:
+        log.warning("job %s is %s, but the metrics stream cannot be reached to say so", job_id, status)
+
+
+def _replay(session: Session, user_id: int, key: str, request_hash: str) -> Job | None:
+    job = session.exec(select(Job).where(Job.user_id == user_id, Job.idempotency_key == key)).first()
+    if job is not None and job.request_hash != request_hash:
+        raise IdempotencyConflict(
+            f"Idempotency-Key {key!r} was used for job {job.id} with another spec; use a new key",
+            field="Idempotency-Key",
+        )
+    return job
+
+
+def _hash(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _data_info(session: Session, user_id: int, name: str) -> DataInfo | None:
+    """None for a built-in data set (resolve_spec knows it); an uploaded one of the user's, described."""
+    if name in DATASETS or not name.startswith("ds_"):
+        return None
+    ds = session.get(Dataset, name)
+    if ds is None or ds.user_id != user_id:
+        raise SpecError("dataset", f"no data set {name!r} of yours; GET /v1/datasets lists them")
+    family = "mnist" if ds.channels == 1 else ("cifar100" if ds.num_classes > 10 else "cifar10")
+    return DataInfo(ds.num_classes, ds.channels, ds.size, ds.train_samples, family, builtin=False)
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created_at, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return datetime.fromisoformat(created_at), str(job_id)
+    except (ValueError, TypeError) as exc:
+        raise InvalidCursor("not a cursor of this list; pass the 'next' value of the previous page", "cursor") from exc
+
+
+def _check_stream_cursor(cursor: str) -> None:
+    try:
+        stream_id(cursor)
+    except ValueError as exc:
+        raise InvalidCursor("not a metrics cursor; pass an event's 'id' or the 'next' value", "after") from exc
+
+
+def _events_after(lines: list[str], after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+    """Events of metrics.jsonl after the cursor. Lines carry their stream `id`; one without gets `0-<line>`."""
+    start = stream_id(after) if after else (-1, -1)
+    events = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        event = json.loads(line)
+        event.setdefault("id", f"0-{number}")
+        if stream_id(event["id"]) > start:
+            events.append(event)
+            if len(events) == limit:
+                break
+    return events, events[-1]["id"] if events else after
