@@ -1,0 +1,60 @@
+"""What routes depend on: settings, a database session, the caller, the stream and the store."""
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlmodel import Session
+
+from api.auth import is_admin_token, user_for_key
+from api.errors import Forbidden, Unauthorized
+from shared.db import get_engine
+from shared.models import User
+from shared.settings import Settings, get_settings
+from shared.store import ObjectStore, get_store
+from shared.stream import MetricsStream, get_stream
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_session(settings: SettingsDep) -> Iterator[Session]:
+    with Session(get_engine(settings.database_url)) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+_bearer = HTTPBearer(auto_error=False, description="an API key (POST /v1/api-keys), or the admin token")
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def get_current_user(session: SessionDep, credentials: BearerDep) -> User:
+    if credentials is None:
+        raise Unauthorized("send your API key as 'Authorization: Bearer <key>'")
+    user = user_for_key(session, credentials.credentials)
+    if user is None:
+        raise Unauthorized("this API key is unknown or revoked; ask an admin for a new one")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def require_admin(settings: SettingsDep, credentials: BearerDep) -> None:
+    if credentials is None:
+        raise Unauthorized("send the admin token as 'Authorization: Bearer <token>'")
+    if not is_admin_token(credentials.credentials, settings.admin_token):
+        raise Forbidden("this route needs the admin token (NOISYFIT_ADMIN_TOKEN)")
+
+
+def stream_dep(settings: SettingsDep) -> MetricsStream:
+    return get_stream(settings)
+
+
+def store_dep(settings: SettingsDep) -> ObjectStore:
+    return get_store(settings)
+
+
+StreamDep = Annotated[MetricsStream, Depends(stream_dep)]
+StoreDep = Annotated[ObjectStore, Depends(store_dep)]

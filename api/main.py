@@ -1,0 +1,80 @@
+"""The FastAPI application: `uvicorn api.main:app`. Never imports torch."""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from sqlmodel import Session
+
+from api import errors
+from api.limits import BodySizeLimit
+from api.metrics import LatencyMiddleware, make_registry
+from api.routes import catalog, health, jobs, keys
+from shared.db import get_engine, init_db
+from shared.jobs import requeue_stale
+from shared.settings import Settings, get_settings
+from shared.store import StoreUnavailable, get_store
+
+log = logging.getLogger(__name__)
+
+ROUTERS = [health.router, keys.router, catalog.router, jobs.router]
+
+
+def current_settings(app: FastAPI) -> Settings:
+    """The settings the app runs with: get_settings(), unless a test overrides it."""
+    return app.dependency_overrides.get(get_settings, get_settings)()
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = app.state.settings = current_settings(app)
+    init_db(get_engine(settings.database_url))
+    try:
+        get_store(settings).ensure_bucket()
+    except StoreUnavailable:
+        log.warning("the object store does not answer; artifacts are unavailable until it does (see /readyz)")
+    reaper = asyncio.create_task(_reap(settings)) if settings.reaper_interval_s > 0 else None
+    yield
+    if reaper is not None:
+        reaper.cancel()
+        with suppress(asyncio.CancelledError):
+            await reaper
+
+
+async def _reap(settings: Settings) -> None:
+    """Requeue running jobs whose worker died (their lease lapsed); safe with many API replicas."""
+    def once() -> None:
+        with Session(get_engine(settings.database_url)) as session:
+            requeued = requeue_stale(session, settings)
+        if requeued:
+            log.info("requeued %d jobs whose lease lapsed: %s", len(requeued), requeued)
+
+    while True:
+        await asyncio.sleep(settings.reaper_interval_s)
+        try:
+            await run_in_threadpool(once)
+        except Exception:
+            log.exception("requeueing stale jobs failed; trying again later")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    app = FastAPI(
+        title="noisyfit", version="1.0",
+        description="Training as a service for learning with noisy labels (Ma et al., ICML 2020).",
+        lifespan=lifespan,
+    )
+    if settings is not None:
+        app.dependency_overrides[get_settings] = lambda: settings
+    errors.install(app)
+    app.state.registry, latency = make_registry(lambda: app.state.settings)
+    app.add_middleware(BodySizeLimit)
+    app.add_middleware(LatencyMiddleware, histogram=latency)
+    for router in ROUTERS:
+        app.include_router(router)
+    return app
+
+
+app = create_app()

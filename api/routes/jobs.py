@@ -1,0 +1,115 @@
+"""/v1/jobs: submit, list, inspect and cancel training jobs; read their metrics and artifacts."""
+
+import mimetypes
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi.responses import RedirectResponse, StreamingResponse
+
+from api.deps import CurrentUser, SessionDep, SettingsDep, StoreDep, StreamDep
+from api.schemas import ArtifactList, ArtifactOut, ErrorOut, JobList, JobOut, MetricsPage
+from api.sse import job_events
+from shared import jobs
+from shared.models import JobStatus
+from shared.spec import JobSpec
+from shared.store import artifact_key
+
+router = APIRouter(
+    prefix="/v1/jobs", tags=["jobs"],
+    responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+)
+JobId = Annotated[str, Path(max_length=64)]
+
+
+@router.post("", status_code=201, response_model=JobOut,
+             responses={200: {"model": JobOut, "description": "replay of an Idempotency-Key"},
+                        409: {"model": ErrorOut}, 429: {"model": ErrorOut}, 503: {"model": ErrorOut}})
+def create_job(
+    spec: JobSpec, user: CurrentUser, session: SessionDep, settings: SettingsDep, response: Response,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
+) -> JobOut:
+    """Validate, store and enqueue a job (201). Sending the same `Idempotency-Key` and spec
+    again returns the same job with 200 and `Idempotent-Replayed: true`; another spec, 409."""
+    job, created = jobs.create_job(session, user.id, spec, settings, idempotency_key=idempotency_key)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    if not created:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    return JobOut.of(job)
+
+
+@router.get("", response_model=JobList)
+def list_jobs(
+    user: CurrentUser, session: SessionDep,
+    status: JobStatus | None = None,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> JobList:
+    """Your jobs, newest first; pass `next` back as `cursor` for the following page."""
+    page, next_cursor = jobs.list_jobs(session, user.id, status=status, cursor=cursor, limit=limit)
+    return JobList(jobs=[JobOut.of(job) for job in page], next=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get_job(job_id: JobId, user: CurrentUser, session: SessionDep) -> JobOut:
+    return JobOut.of(jobs.get_job(session, user.id, job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut, responses={409: {"model": ErrorOut}})
+def cancel_job(job_id: JobId, user: CurrentUser, session: SessionDep, settings: SettingsDep) -> JobOut:
+    """A queued job is cancelled at once; a running one stops at its worker's next check
+    (`cancel_requested` is true until then)."""
+    return JobOut.of(jobs.request_cancel(session, user.id, job_id, settings))
+
+
+@router.get("/{job_id}/metrics", response_model=MetricsPage, responses={503: {"model": ErrorOut}})
+def job_metrics(
+    job_id: JobId, user: CurrentUser, session: SessionDep, stream: StreamDep, store: StoreDep,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> MetricsPage:
+    """Metric events after the cursor `after` (an event's `id`), oldest first."""
+    jobs.get_job(session, user.id, job_id)
+    events, next_cursor = jobs.read_metrics(job_id, after, limit, stream=stream, store=store)
+    return MetricsPage(events=events, next=next_cursor)
+
+
+@router.get("/{job_id}/events", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}}, 503: {"model": ErrorOut}})
+def job_event_stream(
+    job_id: JobId, user: CurrentUser, session: SessionDep, stream: StreamDep, store: StoreDep,
+    settings: SettingsDep,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+    last_event_id: Annotated[str | None, Header(max_length=64)] = None,
+) -> StreamingResponse:
+    """The metric events as Server-Sent Events, live; resume with `Last-Event-ID`. Ends after `done`."""
+    jobs.get_job(session, user.id, job_id)
+    body = job_events(job_id, last_event_id or after, stream=stream, store=store, settings=settings)
+    return StreamingResponse(body, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.get("/{job_id}/artifacts", response_model=ArtifactList, responses={503: {"model": ErrorOut}})
+def list_artifacts(job_id: JobId, user: CurrentUser, session: SessionDep, store: StoreDep) -> ArtifactList:
+    job = jobs.get_job(session, user.id, job_id)
+    return ArtifactList(artifacts=[
+        ArtifactOut(name=o.name, size=o.size, last_modified=o.last_modified) for o in store.list_artifacts(job.id)
+    ])
+
+
+@router.get("/{job_id}/artifacts/{name}", response_class=StreamingResponse,
+            responses={200: {"content": {"application/octet-stream": {}}}, 307: {"description": "presigned URL"},
+                       503: {"model": ErrorOut}})
+def download_artifact(
+    job_id: JobId, name: Annotated[str, Path(max_length=128)], user: CurrentUser, session: SessionDep,
+    store: StoreDep, redirect: bool = False,
+) -> Response:
+    """The artifact's bytes, streamed; with `?redirect=true`, a 307 to a short-lived presigned URL."""
+    key = artifact_key(jobs.get_job(session, user.id, job_id).id, name)
+    info = store.stat(key)
+    if redirect:
+        return RedirectResponse(store.presigned_get(key), status_code=307)
+    media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return StreamingResponse(store.iter_bytes(key), media_type=media_type, headers={
+        "Content-Length": str(info.size), "Content-Disposition": f'attachment; filename="{name}"',
+    })

@@ -1,0 +1,25 @@
+"""/v1/api-keys: the admin creates and revokes users' keys."""
+
+from fastapi import APIRouter, Depends
+
+from api import auth
+from api.deps import SessionDep, require_admin
+from api.schemas import ErrorOut, KeyCreate, KeyCreated, KeyOut
+
+router = APIRouter(
+    prefix="/v1/api-keys", tags=["admin"], dependencies=[Depends(require_admin)],
+    responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}},
+)
+
+
+@router.post("", status_code=201, response_model=KeyCreated)
+def create_key(body: KeyCreate, session: SessionDep) -> KeyCreated:
+    """A key for a new user called `name`, or for the existing `user_id`. The key is shown once."""
+    key, plaintext = auth.create_key(session, user_id=body.user_id, name=body.name)
+    return KeyCreated(**KeyOut.of(key).model_dump(), key=plaintext)
+
+
+@router.delete("/{key_id}", response_model=KeyOut)
+def revoke_key(key_id: int, session: SessionDep) -> KeyOut:
+    """Revoke a key: it is refused from now on. Revoking twice is fine."""
+    return KeyOut.of(auth.revoke_key(session, key_id))
