@@ -446,7 +446,8 @@ def cmd_sweep_table(args: argparse.Namespace) -> int:
             if error.status not in (404, 405):
                 raise
             table = local_table(client.get_sweep(args.id).get("table") or [], args.format)
-    print(json.dumps(table, indent=2) if args.format == "json" else table.rstrip("\n"))
+    text = json.dumps(table, indent=2) if args.format == "json" else table
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
 
 

@@ -190,7 +190,8 @@ def table_csv(rows: list[Row]) -> str:
     writer.writerow([*fields, "mean", "std", "n", "runs"])
     for row in rows:
         cells = [_text(row["cell"].get(name)) for name in fields]
-        writer.writerow([*cells, _number(row["mean"]), _number(row["std"]), row["n"], len(row["runs"])])
+        runs = row.get("runs", [])
+        writer.writerow([*cells, _number(row["mean"]), _number(row["std"]), row["n"], len(runs) if isinstance(runs, list) else runs])
     return out.getvalue()
 
 
