@@ -18,6 +18,7 @@ from shared.catalog import PAPER_GRIDS
 from shared.sweeps import GridError, check_grid, paper_grid, set_path, table_csv, table_markdown
 
 Json = dict[str, Any]
+Command = Callable[[argparse.Namespace], int]
 
 
 class UsageError(Exception):
@@ -60,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     shared = argparse.ArgumentParser(add_help=False)
     _connection_options(shared, subcommand=True)
 
-    def command(name: str, run: Callable[[argparse.Namespace], int], help: str, into: Any = commands) -> argparse.ArgumentParser:
+    def command(name: str, run: Command, help: str, into: Any = commands) -> argparse.ArgumentParser:
         sub = into.add_parser(name, help=help, description=help, parents=[shared])
         sub.set_defaults(run=run)
         return sub
@@ -122,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _connection_options(parser: argparse.ArgumentParser, subcommand: bool) -> None:
     """On the main parser and on every command, so that they may come before or after it."""
     default = (lambda value: argparse.SUPPRESS) if subcommand else (lambda value: value)
-    parser.add_argument("--api-url", default=default(None), help="API address (else NOISYFIT_API_URL or the config file)")
+    parser.add_argument(
+        "--api-url", default=default(None), help="API address (else NOISYFIT_API_URL or the config file)"
+    )
     parser.add_argument("--api-key", default=default(None), help="API key (else NOISYFIT_API_KEY or the config file)")
     parser.add_argument("--timeout", type=float, default=default(30.0), help="seconds per request (default: 30)")
     parser.add_argument("--json", action="store_true", default=default(False), help="print the API's JSON")
@@ -131,14 +134,17 @@ def _connection_options(parser: argparse.ArgumentParser, subcommand: bool) -> No
 def _spec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset")
     parser.add_argument("--loss", help="e.g. ce, gce, nce+rce")
-    parser.add_argument("--noise", metavar="TYPE[:RATE]", help="none, symmetric:0.6, asymmetric:0.4, transition:MATRIX.json")
+    parser.add_argument(
+        "--noise", metavar="TYPE[:RATE]", help="none, symmetric:0.6, asymmetric:0.4, transition:MATRIX.json"
+    )
     parser.add_argument("--alpha", type=float)
     parser.add_argument("--beta", type=float)
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--train-size", type=int)
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="any spec field, dotted for nested ones (repeatable)"
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="any spec field, dotted for nested ones (repeatable)",
     )
 
 
@@ -253,7 +259,8 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     with make_client(args) as client:
-        emit(args, client.cancel(args.id), lambda j: f"job {j.get('id', args.id)}: {j.get('status', 'cancel requested')}")
+        job = client.cancel(args.id)
+    emit(args, job, lambda j: f"job {j.get('id', args.id)}: {j.get('status', 'cancel requested')}")
     return 0
 
 
@@ -307,9 +314,8 @@ def format_job_list(page: Json) -> str:
         progress = job.get("progress") or {}
         accuracy = (job.get("result") or {}).get("final_test_accuracy", (progress.get("metrics") or {}).get("test_acc"))
         epoch = f"{progress.get('epoch', 0)}/{progress.get('epochs', '?')}" if progress else ""
-        rows.append(
-            (job["id"], job["status"], describe(job.get("spec") or {}), epoch, percent(accuracy), job.get("created_at", ""))
-        )
+        spec = describe(job.get("spec") or {})
+        rows.append((job["id"], job["status"], spec, epoch, percent(accuracy), job.get("created_at", "")))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
     lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     if not jobs:
@@ -342,12 +348,14 @@ class Progress:
             f"test {percent(event.get('test_acc'))}" if "test_acc" in event else "",
             f"memorised {percent(event.get('memorized'))}" if "memorized" in event else "",
         ]
-        self._show(f"epoch {epoch}/{epochs or '?'} {bar(epoch, epochs, self.WIDTH)} " + "  ".join(f for f in fields if f))
+        figures = "  ".join(f for f in fields if f)
+        self._show(f"epoch {epoch}/{epochs or '?'} {bar(epoch, epochs, self.WIDTH)} {figures}")
 
     def step(self, event: Json) -> None:
         if self.live and event.get("step") is not None:
             steps = event.get("steps")
-            self._show(f"epoch {event.get('epoch', '?')}: step {event['step']}" + (f"/{steps}" if steps else ""), final=False)
+            of = f"/{steps}" if steps else ""
+            self._show(f"epoch {event.get('epoch', '?')}: step {event['step']}{of}", final=False)
 
     def line(self, text: str) -> None:
         self._show(text)
@@ -453,7 +461,8 @@ def cmd_sweep_table(args: argparse.Namespace) -> int:
 
 def cmd_sweep_cancel(args: argparse.Namespace) -> int:
     with make_client(args) as client:
-        emit(args, client.cancel_sweep(args.id), lambda s: f"sweep {s.get('id', args.id)}: {s.get('status', 'cancel requested')}")
+        sweep = client.cancel_sweep(args.id)
+    emit(args, sweep, lambda s: f"sweep {s.get('id', args.id)}: {s.get('status', 'cancel requested')}")
     return 0
 
 
@@ -471,7 +480,8 @@ def cmd_datasets_upload(args: argparse.Namespace) -> int:
     if not args.file.is_file():
         raise UsageError(f"cannot read {args.file}: no such file")
     with make_client(args) as client:
-        emit(args, client.upload_dataset(args.file, args.name), lambda d: f"uploaded data set {d.get('id')} ({args.name})")
+        dataset = client.upload_dataset(args.file, args.name)
+    emit(args, dataset, lambda d: f"uploaded data set {d.get('id')} ({args.name})")
     return 0
 
 
@@ -486,7 +496,8 @@ def format_datasets(listing: Any) -> str:
     if not items:
         return "no data sets"
     return "\n".join(
-        f"{d.get('id')}  {d.get('name', '')}  {d.get('num_classes', '?')} classes  {d.get('train_samples', '?')} samples"
+        f"{d.get('id')}  {d.get('name', '')}  {d.get('num_classes', '?')} classes"
+        f"  {d.get('train_samples', '?')} samples"
         for d in items
     )
 

@@ -61,9 +61,10 @@ def load_config(
     env = os.environ if env is None else env
     path = config_path(env)
     file = read_config_file(path, required=bool(env.get("NOISYFIT_CONFIG")))
+    from_env = {"api_url": env.get("NOISYFIT_API_URL"), "api_key": env.get("NOISYFIT_API_KEY")}
     sources = [
         ("--api-url/--api-key", {"api_url": api_url, "api_key": api_key}),
-        ("NOISYFIT_API_URL/NOISYFIT_API_KEY", {"api_url": env.get("NOISYFIT_API_URL"), "api_key": env.get("NOISYFIT_API_KEY")}),
+        ("NOISYFIT_API_URL/NOISYFIT_API_KEY", from_env),
         (str(path), file),
     ]
     url = next((values["api_url"] for _, values in sources if values.get("api_url")), DEFAULT_URL)

@@ -75,7 +75,8 @@ class ServerSentEvent:
 
 def parse_sse(lines: Iterable[str]) -> Iterator[ServerSentEvent]:
     """Messages from the lines of an event stream (the WHATWG rules: `field: value` lines,
-    a blank line ends a message, `:` starts a comment, data lines join with newlines)."""
+    a blank line ends a message, `:` starts a comment, data lines join with newlines). A
+    `retry` field holds from where it appears, with or without data beside it."""
     data: list[str] = []
     event, event_id, retry = "", None, None
     for line in lines:
@@ -83,7 +84,7 @@ def parse_sse(lines: Iterable[str]) -> Iterator[ServerSentEvent]:
         if not line:
             if data:
                 yield ServerSentEvent("\n".join(data), event or "message", event_id, retry)
-            data, event, retry = [], "", None
+            data, event = [], ""
             continue
         if line.startswith(":"):
             continue
@@ -164,7 +165,8 @@ class NoisyfitClient:
             if last_event_id is not None:
                 headers["Last-Event-ID"] = last_event_id
             try:
-                with self._http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=self._idle) as response:
+                path = f"/v1/jobs/{job_id}/events"
+                with self._http.stream("GET", path, headers=headers, timeout=self._idle) as response:
                     if response.is_error:
                         response.read()
                         raise ApiError.from_response(response)

@@ -191,7 +191,8 @@ def table_csv(rows: list[Row]) -> str:
     for row in rows:
         cells = [_text(row["cell"].get(name)) for name in fields]
         runs = row.get("runs", [])
-        writer.writerow([*cells, _number(row["mean"]), _number(row["std"]), row["n"], len(runs) if isinstance(runs, list) else runs])
+        count = len(runs) if isinstance(runs, list) else runs
+        writer.writerow([*cells, _number(row["mean"]), _number(row["std"]), row["n"], count])
     return out.getvalue()
 
 

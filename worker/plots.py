@@ -34,7 +34,7 @@ def job_plot(history: list[dict]) -> bytes:
     )
     _style(corrupted, "corrupted training samples", drawn)
     if not drawn:
-        corrupted.text(0.5, 0.5, "no corrupted samples recorded", ha="center", va="center", transform=corrupted.transAxes)
+        _note(corrupted, "no corrupted samples recorded")
     return _png(fig)
 
 
@@ -47,6 +47,10 @@ def _lines(ax: Any, epochs: list, history: list[dict], series: dict[str, str]) -
             ax.plot(xs, ys, marker="." if len(points) < 30 else None, label=label)
             drawn = True
     return drawn
+
+
+def _note(ax: Any, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
 
 
 def _style(ax: Any, title: str, legend: bool) -> None:
@@ -92,7 +96,7 @@ def sweep_plot(rows: list[dict], x: str = "noise.rate", series: str = "loss") ->
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
     if not rows:
-        ax.text(0.5, 0.5, "no finished runs yet", ha="center", va="center", transform=ax.transAxes)
+        _note(ax, "no finished runs yet")
     elif any(lines):
         ax.legend(loc="best", fontsize="small")
     return _png(fig)

@@ -20,7 +20,8 @@ from tests.client.conftest import FakeApi, error, event_stream, job, sse
 def cli(fake_api: FakeApi, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeApi:
     """`main` talks to the fake API; the environment gives the key, no config file is read."""
     transport = httpx.MockTransport(fake_api)
-    monkeypatch.setattr(client.cli, "NoisyfitClient", lambda url, key, timeout: NoisyfitClient(url, key, timeout, transport=transport))
+    fake = lambda url, key, timeout: NoisyfitClient(url, key, timeout, transport=transport)  # noqa: E731
+    monkeypatch.setattr(client.cli, "NoisyfitClient", fake)
     monkeypatch.setattr(client.http, "RECONNECT_DELAY_S", 0.0)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.delenv("NOISYFIT_CONFIG", raising=False)
@@ -103,7 +104,8 @@ def test_submit_sends_the_spec_and_prints_the_job(cli: FakeApi, capsys: pytest.C
     out = capsys.readouterr().out
     assert out.startswith("submitted job j1 (queued): mnist · nce+rce · symmetric 0.6")
     request = cli.requests[0]
-    assert json.loads(request.content) == {"dataset": "mnist", "loss": "nce+rce", "noise": {"type": "symmetric", "rate": 0.6}}
+    noise = {"type": "symmetric", "rate": 0.6}
+    assert json.loads(request.content) == {"dataset": "mnist", "loss": "nce+rce", "noise": noise}
     assert request.headers["idempotency-key"] == "k1" and request.headers["authorization"] == "Bearer env-key"
 
 
@@ -147,11 +149,10 @@ def test_watch_prints_each_epoch_and_ends_with_the_result(cli: FakeApi, capsys: 
     finished = job(status="succeeded", result={"final_test_accuracy": 0.91, "best_test_accuracy": 0.92})
     states = iter([job(status="running"), finished])
     cli.route("GET", "/v1/jobs/j1", lambda r: httpx.Response(200, json=next(states)))
-    epochs = [
-        sse({"type": "epoch", "epoch": e, "train_loss": 1.0 / e, "train_acc": 0.5, "test_acc": 0.9, "memorized": 0.1}, f"{e}-0")
-        for e in (1, 2, 3)
-    ]
-    cli.route("GET", "/v1/jobs/j1/events", lambda r: event_stream(*epochs, sse({"type": "done", "status": "succeeded"}, "4-0")))
+    figures = {"train_acc": 0.5, "test_acc": 0.9, "memorized": 0.1}
+    epochs = [sse({"type": "epoch", "epoch": e, "train_loss": 1.0 / e, **figures}, f"{e}-0") for e in (1, 2, 3)]
+    done = sse({"type": "done", "status": "succeeded"}, "4-0")
+    cli.route("GET", "/v1/jobs/j1/events", lambda r: event_stream(*epochs, done))
     assert main(["watch", "j1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "epoch 1/3 [########----------------] loss 1.0000  train 50.00%  test 90.00%  memorised 10.00%"
@@ -190,7 +191,8 @@ def test_sweep_submit_with_a_preset_sends_the_papers_grid(cli: FakeApi, capsys: 
     body = json.loads(cli.requests[0].content)
     assert body["base"] == {"dataset": "fashion-mnist", "epochs": 5}
     assert body["grid"] == {
-        "noise.type": ["symmetric"], "noise.rate": [0.0, 0.2, 0.4, 0.6, 0.8], "loss": ["ce", "nce+rce"], "seed": [0, 1, 2]
+        "noise.type": ["symmetric"], "noise.rate": [0.0, 0.2, 0.4, 0.6, 0.8],
+        "loss": ["ce", "nce+rce"], "seed": [0, 1, 2],
     }
     assert main(argv) == 0
     assert json.loads(cli.requests[1].content)["grid"]["loss"] == PAPER_LOSSES
@@ -250,7 +252,8 @@ def test_sweep_cancel(cli: FakeApi, capsys: pytest.CaptureFixture):
 
 def test_datasets_upload_and_list(cli: FakeApi, tmp_path: Path, capsys: pytest.CaptureFixture):
     cli.route("POST", "/v1/datasets", lambda r: httpx.Response(201, json={"id": "ds1", "name": "mine"}))
-    cli.route("GET", "/v1/datasets", {"datasets": [{"id": "ds1", "name": "mine", "num_classes": 5, "train_samples": 900}]})
+    mine = {"id": "ds1", "name": "mine", "num_classes": 5, "train_samples": 900}
+    cli.route("GET", "/v1/datasets", {"datasets": [mine]})
     data = tmp_path / "mine.npz"
     data.write_bytes(b"x")
     assert main(["datasets", "upload", str(data), "--name", "mine"]) == 0

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from client.cli import main
+from client.http import NoisyfitClient
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ def noisyfit(live_api, make_user: Callable[..., dict], monkeypatch: pytest.Monke
     return run
 
 
-def test_submit_status_list_and_cancel_a_job(noisyfit):
+def test_submit_status_list_cancel_and_follow_a_job(noisyfit, live_api):
     code, out, err = noisyfit(
         "submit", "--dataset", "mnist", "--loss", "nce+rce", "--noise", "symmetric:0.4",
         "--epochs", "1", "--train-size", "200", "--idempotency-key", "cli-live-1", "--json",
@@ -50,6 +51,14 @@ def test_submit_status_list_and_cancel_a_job(noisyfit):
 
     code, out, _ = noisyfit("cancel", job["id"])
     assert (code, out) == (0, f"job {job['id']}: cancelled\n")
+
+    with NoisyfitClient(live_api.url, noisyfit.key, timeout=10) as nf:
+        events = list(nf.events(job["id"]))  # Server-Sent Events, ending at done
+    assert [(e["type"], e.get("status")) for e in events][-2:] == [("status", "cancelled"), ("done", "cancelled")]
+
+    code, out, _ = noisyfit("watch", job["id"])
+    assert code == 1, "a watched job that did not succeed"
+    assert out.startswith(f"job {job['id']}  cancelled")
 
 
 def test_catalog(noisyfit):

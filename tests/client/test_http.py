@@ -12,7 +12,8 @@ from tests.client.conftest import FakeApi, error, event_stream, job, sse
 
 
 def test_api_errors_read_as_one_line_naming_the_field_and_status():
-    err = ApiError(422, "invalid_spec", "symmetric noise at rate 0.95 leaves the true class\nno more likely", "noise.rate")
+    message = "symmetric noise at rate 0.95 leaves the true class\nno more likely"
+    err = ApiError(422, "invalid_spec", message, "noise.rate")
     assert str(err) == (
         "symmetric noise at rate 0.95 leaves the true class no more likely (field: noise.rate) [HTTP 422 invalid_spec]"
     )
@@ -112,6 +113,7 @@ def lines(data: bytes) -> list[str]:
 
 def test_sse_lines_parse_into_messages():
     stream = (
+        b"retry: 3000\n\n"
         b": a heartbeat comment\n\n"
         b"id: 1-0\nevent: epoch\ndata: {\"epoch\": 1}\n\n"
         b"data:first\r\ndata: second\r\nretry: 2500\r\n\r\n"
@@ -119,9 +121,9 @@ def test_sse_lines_parse_into_messages():
         b"data: never finished"
     )
     assert list(parse_sse(lines(stream))) == [
-        ServerSentEvent('{"epoch": 1}', "epoch", "1-0"),
+        ServerSentEvent('{"epoch": 1}', "epoch", "1-0", 3000),
         ServerSentEvent("first\nsecond", "message", "1-0", 2500),
-        ServerSentEvent('{"type": "done"}', "message", "2-0"),
+        ServerSentEvent('{"type": "done"}', "message", "2-0", 2500),
     ]
 
 
@@ -139,7 +141,7 @@ def test_a_dropped_stream_resumes_after_the_last_event_id(fake_api: FakeApi, mon
     monkeypatch.setattr(client.http, "RECONNECT_DELAY_S", 0.0)
     answers = iter(
         [
-            event_stream(sse({"type": "epoch", "epoch": 1}, "1-0"), b"data: {\"type\": \"ep", fail=httpx.ReadError("reset")),
+            event_stream(sse({"type": "epoch", "epoch": 1}, "1-0"), b'data: {"ty', fail=httpx.ReadError("reset")),
             event_stream(sse({"type": "epoch", "epoch": 2}, "2-0"), sse({"type": "done"}, "3-0")),
         ]
     )
@@ -150,7 +152,7 @@ def test_a_dropped_stream_resumes_after_the_last_event_id(fake_api: FakeApi, mon
     assert [r.headers.get("last-event-id") for r in fake_api.requests] == ["0-5", "1-0"]
 
 
-def test_a_stream_that_ends_without_done_stops_once_the_job_has_finished(fake_api: FakeApi, monkeypatch: pytest.MonkeyPatch):
+def test_a_stream_ending_without_done_stops_once_the_job_finished(fake_api: FakeApi, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(client.http, "RECONNECT_DELAY_S", 0.0)
     statuses = iter(["running", "cancelled"])
     fake_api.route("GET", "/v1/jobs/j1/events", lambda r: event_stream(b": idle\n\n"))
