@@ -1,0 +1,285 @@
+"""One training job, start to end: data set → label noise → training → artifacts in a sink.
+
+    result = run_job(spec, LocalSink("runs/demo"), data_dir="var/data")
+
+Labels are corrupted on the FULL training set, seeded by the spec's seed, as in the paper's
+setup: a sample's noisy label does not depend on train_size or validation_split. Then one
+seeded, class-balanced order of the training set (balanced_order) gives the validation samples
+(its first validation_split·n) and the training samples (the rest of its first n = train_size,
+or all). Validation samples keep their noisy labels, as the paper chose α and β on a noisy split.
+The realised noise is reported on the samples trained on.
+
+Artifacts: noisy_labels.npz, metrics.jsonl (one JSON line per epoch event), resume.pt (every
+checkpoint_every epochs), then checkpoint.pt, suspected_mislabels.csv, plot.png and result.json.
+A sink that holds resume.pt resumes from it.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.metadata
+import io
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from worker.checkpoints import final_checkpoint, read_resume, resume_checkpoint
+from worker.datasets import Dataset, load_dataset
+from worker.noise import corrupt_labels, noise_report
+from worker.plots import job_plot
+from worker.trainer import Callback, PreparedData, TrainState, default_device, per_sample_losses, train
+
+SUBSET_STREAM = 0x5EB5E7  # keeps the subset's draws apart from the noise's, which share the seed
+
+
+class ArtifactSink(Protocol):
+    """Where a job's files go: a local folder here, an object store in the service."""
+
+    def put(self, name: str, data: bytes) -> None: ...
+
+    def get(self, name: str) -> bytes | None: ...
+
+    def list(self) -> list[str]: ...
+
+
+class LocalSink:
+    """A folder; every put is atomic (a temporary file renamed into place)."""
+
+    def __init__(self, folder: str | os.PathLike[str]):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, name: str) -> Path:
+        path = (self.folder / name).resolve()
+        if not path.is_relative_to(self.folder.resolve()) or path == self.folder.resolve():
+            raise ValueError(f"artifact name {name!r} must stay inside {self.folder}")
+        return path
+
+    def put(self, name: str, data: bytes) -> None:
+        path = self._path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(partial, path)
+        except BaseException:
+            os.unlink(partial)
+            raise
+
+    def get(self, name: str) -> bytes | None:
+        path = self._path(name)
+        return path.read_bytes() if path.is_file() else None
+
+    def list(self) -> list[str]:
+        return sorted(
+            p.relative_to(self.folder).as_posix()
+            for p in self.folder.rglob("*")
+            if p.is_file() and not p.name.endswith(".partial")
+        )
+
+
+@dataclass
+class JobLabels:
+    """Labels of the full training set, and which samples train and validate."""
+
+    clean: np.ndarray
+    noisy: np.ndarray
+    corrupted: np.ndarray
+    train_indices: np.ndarray
+    val_indices: np.ndarray
+
+    def npz(self) -> bytes:
+        buffer = io.BytesIO()
+        np.savez_compressed(
+            buffer,
+            noisy=self.noisy,
+            clean=self.clean,
+            corrupted=self.corrupted,
+            train_indices=self.train_indices,
+            val_indices=self.val_indices,
+        )
+        return buffer.getvalue()
+
+
+def balanced_order(labels: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded permutation in which every prefix holds each class in proportion (±1 sample).
+
+    Within each class the samples come in random order; a sample's place is its rank in its
+    class over the class size, so the classes interleave evenly."""
+    rng = np.random.default_rng([SUBSET_STREAM, seed])
+    order = rng.permutation(len(labels))
+    shuffled = labels[order]
+    counts = np.bincount(shuffled)
+    by_class = np.argsort(shuffled, kind="stable")
+    rank = np.empty(len(labels))
+    rank[by_class] = np.arange(len(labels)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return order[np.argsort((rank + 0.5) / counts[shuffled], kind="stable")]
+
+
+def make_labels(spec: dict[str, Any], dataset: Dataset) -> JobLabels:
+    clean = dataset.y_train.numpy()
+    noise = spec["noise"]
+    noisy, corrupted = corrupt_labels(
+        clean,
+        noise["type"],
+        num_classes=dataset.num_classes,
+        rate=noise["rate"],
+        seed=spec["seed"],
+        dataset=dataset.name,
+        coarse_labels=None if dataset.coarse_train is None else dataset.coarse_train.numpy(),
+        matrix=noise.get("matrix"),
+    )
+    n = spec["train_size"] or len(clean)
+    order = balanced_order(clean, spec["seed"])[:n]
+    n_val = round(spec["validation_split"] * n)
+    return JobLabels(clean, noisy, corrupted, np.sort(order[n_val:]), np.sort(order[:n_val]))
+
+
+def prepare_data(dataset: Dataset, labels: JobLabels) -> PreparedData:
+    train, val = torch.from_numpy(labels.train_indices), torch.from_numpy(labels.val_indices)
+    noisy = torch.from_numpy(labels.noisy)
+    return PreparedData(
+        x_train=dataset.x_train[train],
+        y_train=noisy[train],
+        x_test=dataset.x_test,
+        y_test=dataset.y_test,
+        num_classes=dataset.num_classes,
+        mean=tuple(dataset.mean),
+        std=tuple(dataset.std),
+        y_train_clean=dataset.y_train[train],
+        x_val=dataset.x_train[val] if len(val) else None,
+        y_val=noisy[val] if len(val) else None,
+    )
+
+
+class MetricsLog(Callback):
+    """metrics.jsonl, rewritten whole after every epoch (a sink has no append)."""
+
+    def __init__(self, sink: ArtifactSink, history: Sequence[dict[str, Any]] = ()):
+        self.sink = sink
+        self.lines = [epoch_event(m) for m in history]
+
+    def on_epoch_end(self, state: TrainState, metrics: dict[str, Any]) -> None:
+        self.lines.append(epoch_event(metrics))
+        self.sink.put("metrics.jsonl", "".join(line + "\n" for line in self.lines).encode())
+
+
+def epoch_event(metrics: dict[str, Any]) -> str:
+    return json.dumps({"type": "epoch", **metrics})
+
+
+class ResumeCheckpoints(Callback):
+    """resume.pt every `every` epochs and after the last."""
+
+    def __init__(self, sink: ArtifactSink, every: int):
+        self.sink, self.every = sink, every
+
+    def on_epoch_end(self, state: TrainState, metrics: dict[str, Any]) -> None:
+        if state.epoch % self.every == 0 or state.epoch == state.spec["epochs"]:
+            self.sink.put("resume.pt", resume_checkpoint(state))
+
+
+def run_job(
+    spec: dict[str, Any],
+    sink: ArtifactSink,
+    data_dir: str | os.PathLike[str],
+    download: bool = False,
+    callbacks: Sequence[Callback] = (),
+    device: str | None = None,
+    dataset: Dataset | None = None,
+) -> dict[str, Any]:
+    """Run the resolved `spec`, writing its artifacts to `sink`; returns result.json's content,
+    or {"status": "stopped", ...} when a callback stopped it (resume.pt stays the resume point).
+    `dataset` spares loading one already in memory."""
+    device = device or default_device()
+    started = time.perf_counter()
+    dataset = dataset or load_dataset(spec["dataset"], data_dir, download=download)
+    labels = make_labels(spec, dataset)
+    data = prepare_data(dataset, labels)
+    sink.put("noisy_labels.npz", labels.npz())
+    saved = sink.get("resume.pt")
+    resume = read_resume(saved) if saved is not None else None
+    log = MetricsLog(sink, resume["history"] if resume else ())
+    ours = [log, ResumeCheckpoints(sink, spec["checkpoint_every"])]
+    data_seconds = time.perf_counter() - started
+
+    outcome = train(spec, data, [*ours, *callbacks], device=device, resume=resume)
+    train_seconds = time.perf_counter() - started - data_seconds
+    if outcome.stopped:
+        return {"status": "stopped", "epochs_completed": outcome.epochs_completed}
+
+    losses, predicted, confidence = per_sample_losses(outcome.model, data, spec)
+    sink.put("checkpoint.pt", final_checkpoint(outcome.state, data))
+    corrupted = labels.corrupted[labels.train_indices]
+    sink.put("suspected_mislabels.csv", mislabels_csv(labels, losses, predicted, confidence))
+    sink.put("plot.png", job_plot(outcome.history))
+    report = noise_report(labels.clean[labels.train_indices], labels.noisy[labels.train_indices], dataset.num_classes)
+    result = {
+        "status": "succeeded",
+        "spec": spec,
+        "final_test_accuracy": outcome.final_test_accuracy,
+        "best_test_accuracy": outcome.best_test_accuracy,
+        "epochs_completed": outcome.epochs_completed,
+        "resumed_from_epoch": resume["epoch"] if resume else None,
+        "noise_rate_realised": report["rate"],
+        "noise_rate_realised_per_class": report["per_class_rate"],
+        "num_corrupted": report["num_corrupted"],
+        "samples": {"train": len(labels.train_indices), "val": len(labels.val_indices), "test": len(dataset.y_test)},
+        "mislabel_detection": detection_scores(losses, corrupted),
+        "history": outcome.history,
+        "timings": {
+            "data_seconds": data_seconds,
+            "train_seconds": train_seconds,
+            "total_seconds": time.perf_counter() - started,
+            "epoch_seconds": [m["epoch_seconds"] for m in outcome.history],
+        },
+        "versions": software_versions(),
+        "device": device_description(device),
+    }
+    sink.put("result.json", json.dumps(result, indent=2).encode())
+    return result
+
+
+def mislabels_csv(labels: JobLabels, losses: np.ndarray, predicted: np.ndarray, confidence: np.ndarray) -> bytes:
+    """Training samples from the highest loss on their noisy label down; index is the sample's
+    index in the data set's training set."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["index", "noisy_label", "predicted", "confidence", "loss", "rank"])
+    for rank, i in enumerate(np.argsort(-losses, kind="stable"), start=1):
+        index = labels.train_indices[i]
+        writer.writerow([index, labels.noisy[index], predicted[i], f"{confidence[i]:.6f}", f"{losses[i]:.6f}", rank])
+    return text.getvalue().encode()
+
+
+def detection_scores(losses: np.ndarray, corrupted: np.ndarray) -> dict[str, Any] | None:
+    """Precision and recall of the k highest-loss samples as 'corrupted', k = the number that
+    are (so the two are equal); None without corrupted samples."""
+    k = int(corrupted.sum())
+    if k == 0:
+        return None
+    hits = int(corrupted[np.argsort(-losses, kind="stable")[:k]].sum())
+    return {"k": k, "precision_at_k": hits / k, "recall_at_k": hits / k}
+
+
+def software_versions() -> dict[str, str]:
+    try:
+        noisyfit = importlib.metadata.version("noisyfit")
+    except importlib.metadata.PackageNotFoundError:
+        noisyfit = "unknown"
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__, "noisyfit": noisyfit}
+
+
+def device_description(device: str) -> dict[str, Any]:
+    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor() or platform.machine()
+    return {"type": device, "name": name, "threads": torch.get_num_threads()}

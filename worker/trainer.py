@@ -1,0 +1,397 @@
+"""The training loop: one resolved spec, one seed, the whole data set on the device.
+
+The training images stay on the device as uint8. Every epoch draws one permutation and the
+augmentation of every sample from a generator seeded by (seed, epoch), then crops, flips,
+rotates and normalizes whole batches on the device: no DataLoader, no per-sample Python. As an
+epoch's draws depend on (seed, epoch) alone, a run resumed after epoch k needs only the weights,
+optimizer and scheduler state to end bit for bit where an uninterrupted run ends (on CPU).
+
+Callbacks see the state at every step and epoch: they stream metrics, save checkpoints and ask
+to stop, so the loop knows nothing of Redis, object stores or databases.
+
+Figures of an epoch (DESIGN.md, "Metrics"):
+  train_loss        mean loss of the epoch's training steps, as minimized (without the l1 term)
+  train_acc         accuracy on the noisy training labels  \
+  memorized         share of corrupted samples predicted as their noisy label  } an eval pass over
+  true_label_acc_on_corrupted   ... predicted as their true label            / the unaugmented
+                                                                               training set
+  test_loss, test_acc           cross-entropy and accuracy on the clean test set
+  val_loss, val_acc             the same on the held-out part of the noisy training set
+  lr, epoch_seconds (training and evaluation), samples_per_second (training steps only)
+The eval pass costs about a third of an epoch, but it scores the end-of-epoch model in eval mode
+on clean images, like the test set, instead of a mixture of a whole epoch's models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.optim.lr_scheduler import ConstantLR, CosineAnnealingLR, LRScheduler
+
+from worker.losses import make_loss
+from worker.models import build_model
+
+PAD = 4  # zero padding of the random crop, as RandomCrop(32, padding=4)
+MAX_ROTATION = 20.0  # degrees, as RandomRotation(20)
+
+SCHEDULES = {
+    "cosine": lambda opt, spec: CosineAnnealingLR(opt, T_max=spec["epochs"], eta_min=spec["lr_min"]),
+    "constant": lambda opt, spec: ConstantLR(opt, factor=1.0, total_iters=0),
+}
+AUGMENTS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "crop-flip": ("crop", "flip"),
+    "crop-flip-rotate": ("crop", "flip", "rotate"),
+}
+
+
+class ResumeError(ValueError):
+    """A resume checkpoint that belongs to another spec."""
+
+
+@dataclass
+class PreparedData:
+    """What the trainer needs: uint8 images [N, C, H, W] and int64 labels."""
+
+    x_train: Tensor
+    y_train: Tensor  # the labels trained on (noisy)
+    x_test: Tensor
+    y_test: Tensor
+    num_classes: int
+    mean: tuple[float, ...]  # per channel, on the [0, 1] scale
+    std: tuple[float, ...]
+    y_train_clean: Tensor | None = None  # when known: the memorisation figures
+    x_val: Tensor | None = None  # held out from the noisy training set
+    y_val: Tensor | None = None
+
+    @property
+    def in_channels(self) -> int:
+        return self.x_train.shape[1]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.x_train.shape[-2:])
+
+    def to(self, device: torch.device | str) -> PreparedData:
+        moved = {
+            f.name: getattr(self, f.name).to(device)
+            for f in dataclasses.fields(self)
+            if isinstance(getattr(self, f.name), Tensor)
+        }
+        return dataclasses.replace(self, **moved)
+
+
+@dataclass
+class TrainState:
+    spec: dict[str, Any]
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: LRScheduler
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_test_accuracy: float | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain tensors and containers: loads with torch.load(weights_only=True)."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "history": self.history,
+            "best_test_accuracy": self.best_test_accuracy,
+            "spec": self.spec,
+        }
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        if saved["spec"] != self.spec:
+            changed = sorted(k for k in self.spec.keys() | saved["spec"].keys() if self.spec.get(k) != saved["spec"].get(k))
+            raise ResumeError(f"the resume checkpoint was made for another spec (differs in: {', '.join(changed)})")
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.epoch, self.step = saved["epoch"], saved["step"]
+        self.history = list(saved["history"])
+        self.best_test_accuracy = saved["best_test_accuracy"]
+
+
+class Callback:
+    """Hooks into the loop; override what you need.
+
+    on_step runs every `log_every` optimizer steps (0: never), on_epoch_end after each epoch's
+    evaluation, and should_stop before every step: True ends training, dropping the epoch under
+    way, so the caller resumes from its last checkpoint.
+    """
+
+    log_every: int = 0
+
+    def on_step(self, state: TrainState, metrics: dict[str, Any]) -> None:
+        pass
+
+    def on_epoch_end(self, state: TrainState, metrics: dict[str, Any]) -> None:
+        pass
+
+    def should_stop(self) -> bool:
+        return False
+
+
+@dataclass
+class TrainResult:
+    state: TrainState
+    stopped: bool  # a callback asked to stop
+
+    @property
+    def model(self) -> nn.Module:
+        return self.state.model
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return self.state.history
+
+    @property
+    def epochs_completed(self) -> int:
+        return self.state.epoch
+
+    @property
+    def final_test_accuracy(self) -> float | None:
+        """The last epoch's, as the paper reports."""
+        return self.state.history[-1]["test_acc"] if self.state.history else None
+
+    @property
+    def best_test_accuracy(self) -> float | None:
+        return self.state.best_test_accuracy
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def train(
+    spec: dict[str, Any],
+    data: PreparedData,
+    callbacks: Sequence[Callback] = (),
+    device: str | None = None,
+    resume: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train from a resolved spec (shared.spec.resolve_spec), resuming from `resume` if given
+    (a TrainState.state_dict(), e.g. checkpoints.read_resume(bytes))."""
+    device = torch.device(device or default_device())
+    data = data.to(device)
+    state = new_state(spec, data, device)
+    if resume is not None:
+        state.load_state_dict(resume)
+    beta = {} if spec["beta"] is None else {"beta": spec["beta"]}
+    loss_fn = make_loss(spec["loss"], data.num_classes, alpha=spec["alpha"], **beta, **spec["loss_params"])
+    for epoch in range(state.epoch + 1, spec["epochs"] + 1):
+        started = time.perf_counter()
+        metrics = train_epoch(state, data, loss_fn, callbacks, epoch)
+        if metrics is None:
+            return TrainResult(state, stopped=True)
+        metrics.update(evaluate_epoch(state.model, data, spec))
+        state.scheduler.step()
+        metrics["epoch_seconds"] = time.perf_counter() - started
+        state.epoch = epoch
+        state.history.append(metrics)
+        state.best_test_accuracy = max(state.best_test_accuracy or 0.0, metrics["test_acc"])
+        for callback in callbacks:
+            callback.on_epoch_end(state, metrics)
+    return TrainResult(state, stopped=False)
+
+
+def new_state(spec: dict[str, Any], data: PreparedData, device: torch.device) -> TrainState:
+    torch.manual_seed(spec["seed"])
+    model = build_model(spec["model"], data.num_classes, data.in_channels, data.image_size)
+    model = model.to(device, memory_format=torch.channels_last)  # ~1.25× on CPU for cnn4 (bench/README.md)
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=spec["lr"],
+        momentum=spec["momentum"],
+        nesterov=spec["nesterov"],
+        weight_decay=spec["weight_decay"],
+    )
+    return TrainState(spec, model, optimizer, SCHEDULES[spec["schedule"]](optimizer, spec))
+
+
+def train_epoch(
+    state: TrainState, data: PreparedData, loss_fn: nn.Module, callbacks: Sequence[Callback], epoch: int
+) -> dict[str, Any] | None:
+    """One pass over the training set; None when a callback asked to stop."""
+    spec, model, optimizer = state.spec, state.model, state.optimizer
+    device, n, batch_size = data.x_train.device, len(data.y_train), spec["batch_size"]
+    params = [p for p in model.parameters() if p.requires_grad]
+    lr = optimizer.param_groups[0]["lr"]
+    loggers = [c for c in callbacks if c.log_every > 0]
+    draws = {k: v.to(device) for k, v in epoch_draws(spec["seed"], epoch, n, spec["augment"]).items()}
+    batches = -(-n // batch_size)
+    mean, std = torch.tensor(data.mean, device=device), torch.tensor(data.std, device=device)
+    loss_sum = torch.zeros((), device=device)
+    model.train()
+    started = time.perf_counter()
+    for b, start in enumerate(range(0, n, batch_size)):
+        if any(c.should_stop() for c in callbacks):
+            return None
+        index = draws["order"][start : start + batch_size]
+        batch = {k: v[start : start + batch_size] for k, v in draws.items() if k != "order"}
+        x = normalize(augment(data.x_train[index], batch), mean, std)
+        y = data.y_train[index]
+        with torch.autocast(device.type, torch.bfloat16, enabled=spec["precision"] == "bf16"):
+            logits = model(x)
+        loss = loss_fn(logits.float(), y)
+        objective = loss + spec["l1"] * sum(p.abs().sum() for p in params) if spec["l1"] > 0 else loss
+        optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        if spec["grad_clip"] > 0:
+            nn.utils.clip_grad_norm_(params, spec["grad_clip"])
+        optimizer.step()
+        state.step += 1
+        loss_sum += loss.detach() * len(y)
+        due = [c for c in loggers if state.step % c.log_every == 0]
+        if due:
+            step = {"epoch": epoch, "step": state.step, "batch": b + 1, "batches": batches, "loss": loss.item(), "lr": lr}
+            for callback in due:
+                callback.on_step(state, step)
+    train_loss = loss_sum.item() / n  # waits for the device, so the time below is honest
+    seconds = time.perf_counter() - started
+    return {"epoch": epoch, "train_loss": train_loss, "lr": lr, "samples_per_second": n / seconds}
+
+
+def evaluate_epoch(model: nn.Module, data: PreparedData, spec: dict[str, Any]) -> dict[str, Any]:
+    def score(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        losses, predicted, _ = predict(model, x, y, data.mean, data.std, spec["eval_batch_size"], spec["precision"])
+        return losses, predicted
+
+    test_losses, test_predicted = score(data.x_test, data.y_test)
+    metrics = {"test_loss": test_losses.mean().item(), "test_acc": _share(test_predicted == data.y_test)}
+    _, predicted = score(data.x_train, data.y_train)
+    metrics["train_acc"] = _share(predicted == data.y_train)
+    metrics["memorized"] = metrics["true_label_acc_on_corrupted"] = None
+    if data.y_train_clean is not None:
+        corrupted = data.y_train != data.y_train_clean
+        if corrupted.any():
+            metrics["memorized"] = _share((predicted == data.y_train)[corrupted])
+            metrics["true_label_acc_on_corrupted"] = _share((predicted == data.y_train_clean)[corrupted])
+    if data.y_val is not None and len(data.y_val):
+        val_losses, val_predicted = score(data.x_val, data.y_val)
+        metrics["val_loss"] = val_losses.mean().item()
+        metrics["val_acc"] = _share(val_predicted == data.y_val)
+    return metrics
+
+
+def _share(hits: Tensor) -> float:
+    return hits.float().mean().item()
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module,
+    x: Tensor,
+    labels: Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int = 512,
+    precision: str = "fp32",
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per sample, in eval mode: cross-entropy of `labels`, predicted class, its probability."""
+    model.eval()
+    device = next(model.parameters()).device
+    mean, std = torch.as_tensor(mean, device=device), torch.as_tensor(std, device=device)
+    losses, predicted, confidence = [], [], []
+    for xb, yb in zip(x.split(batch_size), labels.split(batch_size)):
+        xb, yb = normalize(xb.to(device), mean, std), yb.to(device)
+        with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
+            logits = model(xb)
+        log_p = logits.float().log_softmax(1)
+        losses.append(F.nll_loss(log_p, yb, reduction="none"))
+        top_log_p, top = log_p.max(1)
+        predicted.append(top)
+        confidence.append(top_log_p.exp())
+    return torch.cat(losses), torch.cat(predicted), torch.cat(confidence)
+
+
+def per_sample_losses(
+    model: nn.Module, data: PreparedData, spec: dict[str, Any], device: str | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cross-entropy of each training sample's (noisy) label under `model`, its predicted class
+    and that class's probability. Cross-entropy rather than the job's loss: the ranking is by
+    p_y, comparable across jobs, and the same as that of any loss that falls as p_y rises."""
+    model = model.to(device or next(model.parameters()).device)
+    out = predict(model, data.x_train, data.y_train, data.mean, data.std, spec["eval_batch_size"], spec["precision"])
+    return tuple(t.cpu().numpy() for t in out)
+
+
+# ---------------------------------------------------------------------------------------
+# Data on the device: draws, augmentation, normalization
+# ---------------------------------------------------------------------------------------
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A CPU generator for (seed, epoch), so every device gets the same draws."""
+    state = np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def epoch_draws(seed: int, epoch: int, n: int, kind: str) -> dict[str, Tensor]:
+    """The epoch's sample order and, per position in it, the augmentation parameters."""
+    g = epoch_generator(seed, epoch)
+    ops = AUGMENTS[kind]
+    draws = {"order": torch.randperm(n, generator=g)}
+    if "crop" in ops:
+        draws["shift"] = torch.randint(0, 2 * PAD + 1, (n, 2), generator=g)
+    if "flip" in ops:
+        draws["flip"] = torch.rand(n, generator=g) < 0.5
+    if "rotate" in ops:
+        draws["angle"] = (torch.rand(n, generator=g) * 2 - 1) * MAX_ROTATION
+    return draws
+
+
+def augment(x: Tensor, draws: dict[str, Tensor]) -> Tensor:
+    """A uint8 batch cropped, flipped and rotated as torchvision's RandomCrop(padding=4),
+    RandomHorizontalFlip and RandomRotation(20) do, before normalization: the padding and the
+    corners a rotation uncovers are black (pixel 0). Parameters per sample come from `draws`."""
+    if "shift" in draws:
+        x = random_crop(x, draws["shift"])
+    if "flip" in draws:
+        x = torch.where(draws["flip"][:, None, None, None], x.flip(3), x)
+    if "angle" in draws:
+        x = rotate(x.float(), draws["angle"])
+    return x
+
+
+def random_crop(x: Tensor, shift: Tensor) -> Tensor:
+    """The H×W window at offset shift[i] = (dy, dx) of each image padded by PAD zeros."""
+    n, c, h, w = x.shape
+    padded = F.pad(x, (PAD, PAD, PAD, PAD))
+    rows = shift[:, 0, None] + torch.arange(h, device=x.device)  # [n, h]
+    cols = shift[:, 1, None] + torch.arange(w, device=x.device)  # [n, w]
+    i = torch.arange(n, device=x.device)[:, None, None, None]
+    ch = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[i, ch, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def rotate(x: Tensor, degrees: Tensor) -> Tensor:
+    """Rotate each image about its centre; nearest pixel, zeros outside, as RandomRotation."""
+    angle = torch.deg2rad(degrees.float())
+    cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+
+
+def normalize(x: Tensor, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> Tensor:
+    """Pixels (uint8 or float in [0, 255]) to (x/255 - mean)/std, as ToTensor + Normalize.
+    Pass mean and std as tensors on x's device to spare a copy per batch."""
+    shape = (1, -1, 1, 1)
+    mean = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(shape)
+    std = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(shape)
+    x = x.div(255).sub_(mean).div_(std)
+    return x.contiguous(memory_format=torch.channels_last)
