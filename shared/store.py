@@ -17,7 +17,7 @@ from typing import TypeVar
 import urllib3
 from minio import Minio
 from minio.deleteobjects import DeleteObject
-from minio.error import S3Error
+from minio.error import InvalidResponseError, S3Error, ServerError
 
 from shared.settings import Settings, get_settings
 
@@ -87,7 +87,11 @@ class ObjectStore:
                 if exc.code in ("NoSuchKey", "NoSuchObject"):
                     raise ObjectMissing(exc.resource or "") from exc
                 raise
-            except _CONNECTION_ERRORS as exc:
+            except InvalidResponseError as exc:  # an error body the SDK cannot parse (e.g. text/xml)
+                if getattr(exc, "_code", None) == 404:
+                    raise ObjectMissing(str(exc)) from exc
+                raise
+            except (ServerError, *_CONNECTION_ERRORS) as exc:
                 if attempt + 1 == self.attempts:
                     raise StoreUnavailable(f"the object store cannot be reached: {exc}") from exc
                 time.sleep(self.backoff_s * 2**attempt)
