@@ -30,7 +30,7 @@ from shared.models import ACTIVE, FINISHED, Dataset, Job, JobStatus, utcnow
 from shared.queue import send_train
 from shared.settings import Settings
 from shared.spec import DataInfo, JobSpec, SpecError, resolve_spec
-from shared.store import ObjectMissing, ObjectStore, artifact_key
+from shared.store import JOB_ID, ObjectMissing, ObjectStore, artifact_key
 from shared.stream import MetricsStream, StreamUnavailable, get_stream, stream_id
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ def parse_spec(spec: JobSpec | dict[str, Any]) -> JobSpec:
 
 def get_job(session: Session, user_id: int, job_id: str) -> Job:
     """The caller's job; NotFound for an unknown id and for another user's job alike."""
-    job = session.get(Job, job_id)
+    job = session.get(Job, job_id) if JOB_ID.fullmatch(job_id) else None  # a malformed id never reaches SQL
     if job is None or job.user_id != user_id:
         raise NotFound(f"no job {job_id!r} (GET /v1/jobs lists yours)", field="id")
     return job
@@ -372,7 +372,10 @@ def _encode_cursor(job: Job) -> str:
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         created_at, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(created_at), str(job_id)
+        when = datetime.fromisoformat(created_at)
+        if when.tzinfo is None or not JOB_ID.fullmatch(str(job_id)):
+            raise ValueError(cursor)
+        return when, str(job_id)
     except (ValueError, TypeError) as exc:
         raise InvalidCursor("not a cursor of this list; pass the 'next' value of the previous page", "cursor") from exc
 
