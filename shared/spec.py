@@ -7,7 +7,7 @@ stores, so that any run can be repeated exactly.
 """
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -27,6 +27,8 @@ from shared.catalog import (
 MAX_EPOCHS = 1000
 MAX_BATCH = 8192
 MAX_WEIGHT = 1000.0  # α and β
+MAX_LOSS_PARAM = 1e6  # |q|, |gamma|, |A|, ...: finite and bounded, so a spec always stores as JSON
+LossParam = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_LOSS_PARAM, le=MAX_LOSS_PARAM)]
 
 
 class SpecError(ValueError):
@@ -72,7 +74,7 @@ class JobSpec(BaseModel):
     loss: str = Field("ce", min_length=1, max_length=64)
     alpha: float | None = Field(None, gt=0.0, le=MAX_WEIGHT)
     beta: float | None = Field(None, gt=0.0, le=MAX_WEIGHT)
-    loss_params: dict[str, float] = Field(default_factory=dict, max_length=16)
+    loss_params: dict[Annotated[str, Field(max_length=32)], LossParam] = Field(default_factory=dict, max_length=16)
     model: str | None = None
     epochs: int | None = Field(None, ge=1, le=MAX_EPOCHS)
     seed: int = Field(0, ge=0, le=2**31 - 1)
