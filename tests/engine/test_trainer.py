@@ -1,0 +1,261 @@
+"""The trainer on real Fashion-MNIST, a few hundred to a few thousand samples, on the CPU."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from shared.spec import JobSpec, resolve_spec
+from worker.checkpoints import read_resume, resume_checkpoint
+from worker.datasets import SYSTEM_DATA_DIRS, load_dataset
+from worker.noise import corrupt_labels
+from worker.trainer import (
+    PAD,
+    Callback,
+    PreparedData,
+    ResumeError,
+    augment,
+    epoch_draws,
+    normalize,
+    per_sample_losses,
+    predict,
+    rotate,
+    train,
+)
+
+TIMING = {"epoch_seconds", "samples_per_second"}
+
+
+@pytest.fixture(scope="module")
+def fashion(tmp_path_factory):
+    if not (SYSTEM_DATA_DIRS[0] / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("the Debian package dataset-fashion-mnist is not installed")
+    return load_dataset("fashion-mnist", tmp_path_factory.mktemp("data"))
+
+
+def prepared(ds, n: int, n_test: int = 1000, noise: float = 0.0) -> PreparedData:
+    clean = ds.y_train[:n]
+    noisy, _ = corrupt_labels(clean, "symmetric", num_classes=10, rate=noise, seed=0)
+    return PreparedData(
+        ds.x_train[:n], noisy, ds.x_test[:n_test], ds.y_test[:n_test], 10, ds.mean, ds.std, y_train_clean=clean
+    )
+
+
+def spec_for(**fields) -> dict:
+    return resolve_spec(JobSpec(dataset="fashion-mnist", **fields))
+
+
+def weights(result) -> dict[str, torch.Tensor]:
+    return result.model.state_dict()
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def without_timing(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in m.items() if k not in TIMING} for m in history]
+
+
+class StopAt(Callback):
+    """Asks to stop before optimizer step `step` + 1; keeps the resume checkpoint of every epoch."""
+
+    def __init__(self, step: int):
+        self.step, self.steps_seen, self.checkpoints = step, 0, {}
+
+    log_every = 1
+
+    def on_step(self, state, metrics):
+        self.steps_seen = metrics["step"]
+
+    def on_epoch_end(self, state, metrics):
+        self.checkpoints[state.epoch] = resume_checkpoint(state)
+
+    def should_stop(self):
+        return self.steps_seen >= self.step
+
+
+# Reproducibility and resume
+
+
+def test_the_same_spec_repeats_bit_for_bit(fashion):
+    spec = spec_for(loss="nce+rce", epochs=2, augment="crop-flip-rotate", l1=1e-5)
+    data = prepared(fashion, 384, 256, noise=0.4)
+    first, second = train(spec, data, device="cpu"), train(spec, data, device="cpu")
+    assert_same_weights(weights(first), weights(second))
+    assert without_timing(first.history) == without_timing(second.history)
+
+
+def test_another_seed_gives_other_weights(fashion):
+    data = prepared(fashion, 256, 256)
+    a = train(spec_for(epochs=1, seed=0), data, device="cpu")
+    b = train(spec_for(epochs=1, seed=1), data, device="cpu")
+    assert not torch.equal(weights(a)["classifier.4.weight"], weights(b)["classifier.4.weight"])
+
+
+def test_a_run_stopped_mid_epoch_and_resumed_ends_with_the_weights_of_an_uninterrupted_run(fashion):
+    spec = spec_for(loss="gce", epochs=3, augment="crop-flip-rotate")
+    data = prepared(fashion, 500, 256, noise=0.4)  # 4 batches per epoch, the last one partial
+    whole = train(spec, data, device="cpu")
+
+    stopper = StopAt(step=4 + 2)  # two steps into epoch 2
+    stopped = train(spec, data, [stopper], device="cpu")
+    assert stopped.stopped and stopped.epochs_completed == 1
+    assert len(stopped.history) == 1
+
+    resumed = train(spec, data, device="cpu", resume=read_resume(stopper.checkpoints[1]))
+    assert not resumed.stopped and resumed.epochs_completed == 3
+    assert_same_weights(weights(resumed), weights(whole))
+    assert without_timing(resumed.history) == without_timing(whole.history)
+    assert resumed.best_test_accuracy == whole.best_test_accuracy
+    assert resumed.state.step == whole.state.step == 12
+
+
+def test_resume_refuses_a_checkpoint_of_another_spec(fashion):
+    data = prepared(fashion, 256, 256)
+    keep = StopAt(step=10**9)
+    train(spec_for(epochs=1), data, [keep], device="cpu")
+    with pytest.raises(ResumeError, match="lr"):
+        train(spec_for(epochs=1, lr=0.05), data, device="cpu", resume=read_resume(keep.checkpoints[1]))
+
+
+# Learning and metrics
+
+
+def test_a_short_run_on_fashion_mnist_learns(fashion):
+    data = prepared(fashion, 3000, 2000)
+    result = train(spec_for(loss="ce", epochs=2), data, device="cpu")
+    assert result.final_test_accuracy > 0.6  # chance is 0.1
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+
+
+def test_every_epoch_reports_the_design_metrics(fashion):
+    spec = spec_for(loss="ce", epochs=2, schedule="cosine", lr=0.02, lr_min=0.002)
+    data = prepared(fashion, 512, 256, noise=0.6)
+    data.x_val, data.y_val = fashion.x_train[-200:], fashion.y_train[-200:]
+    seen = []
+
+    class Record(Callback):
+        def on_epoch_end(self, state, metrics):
+            seen.append(dict(metrics))
+
+    result = train(spec, data, [Record()], device="cpu")
+    assert seen == result.history and [m["epoch"] for m in seen] == [1, 2]
+    for m in seen:
+        for key in ("train_acc", "memorized", "true_label_acc_on_corrupted", "test_acc", "val_acc"):
+            assert 0.0 <= m[key] <= 1.0, key
+        for key in ("train_loss", "test_loss", "val_loss", "epoch_seconds", "samples_per_second"):
+            assert m[key] > 0 and math.isfinite(m[key]), key
+    # cosine annealing per epoch from lr to lr_min over `epochs`: the lr of epoch 2 of 2 is the midpoint
+    assert [m["lr"] for m in seen] == pytest.approx([0.02, 0.011])
+    assert result.final_test_accuracy == seen[-1]["test_acc"]
+    assert result.best_test_accuracy == max(m["test_acc"] for m in seen)
+
+
+def test_memorisation_figures_count_only_the_corrupted_samples(fashion):
+    data = prepared(fashion, 400, 256, noise=0.5)
+    result = train(spec_for(loss="ce", epochs=1), data, device="cpu")
+    _, predicted, _ = predict(result.model, data.x_train, data.y_train, data.mean, data.std)
+    corrupted = data.y_train != data.y_train_clean
+    m = result.history[-1]
+    assert m["memorized"] == pytest.approx((predicted == data.y_train)[corrupted].float().mean().item())
+    assert m["true_label_acc_on_corrupted"] == pytest.approx(
+        (predicted == data.y_train_clean)[corrupted].float().mean().item()
+    )
+    assert m["train_acc"] == pytest.approx((predicted == data.y_train).float().mean().item())
+
+
+def test_step_callbacks_come_every_log_every_steps(fashion):
+    steps = []
+
+    class Every3(Callback):
+        log_every = 3
+
+        def on_step(self, state, metrics):
+            steps.append((metrics["epoch"], metrics["step"], metrics["batch"], metrics["batches"]))
+
+    train(spec_for(epochs=2), prepared(fashion, 640, 128), [Every3()], device="cpu")  # 5 batches per epoch
+    assert steps == [(1, 3, 3, 5), (2, 6, 1, 5), (2, 9, 4, 5)]
+
+
+def test_bf16_precision_trains(fashion):
+    result = train(spec_for(epochs=1, precision="bf16"), prepared(fashion, 256, 256), device="cpu")
+    assert math.isfinite(result.history[-1]["train_loss"])
+
+
+def test_per_sample_losses_are_the_cross_entropy_of_the_noisy_labels(fashion):
+    spec = spec_for(epochs=1)
+    data = prepared(fashion, 300, 128, noise=0.4)
+    result = train(spec, data, device="cpu")
+    losses, predicted, confidence = per_sample_losses(result.model, data, spec, "cpu")
+    with torch.no_grad():
+        logits = result.model.eval()(normalize(data.x_train, data.mean, data.std))
+    expected = F.cross_entropy(logits, data.y_train, reduction="none").numpy()
+    np.testing.assert_allclose(losses, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(predicted, logits.argmax(1).numpy())
+    np.testing.assert_allclose(confidence, logits.softmax(1).max(1).values.numpy(), rtol=1e-5)
+
+
+# Augmentation on the device
+
+
+MEAN, STD = (0.5,), (0.25,)
+
+
+def white(n: int = 2, size: int = 8) -> torch.Tensor:
+    return torch.full((n, 1, size, size), 255, dtype=torch.uint8)
+
+
+def test_crop_pads_with_black_before_normalization():
+    x = white()
+    shifted = augment(x, {"shift": torch.tensor([[0, 0], [2 * PAD, 2 * PAD]])})
+    out = normalize(shifted, MEAN, STD)
+    black, full = (0 - MEAN[0]) / STD[0], (1 - MEAN[0]) / STD[0]
+    # offset (0, 0): the top PAD rows and left PAD columns are padding
+    assert torch.all(out[0, 0, :PAD, :] == black) and torch.all(out[0, 0, :, :PAD] == black)
+    assert torch.all(out[0, 0, PAD:, PAD:] == full)
+    # offset (2·PAD, 2·PAD): the bottom and right ones
+    assert torch.all(out[1, 0, -PAD:, :] == black) and torch.all(out[1, 0, :, -PAD:] == black)
+    assert torch.all(out[1, 0, :-PAD, :-PAD] == full)
+
+
+def test_crop_takes_each_samples_own_window():
+    x = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8)
+    shift = torch.randint(0, 2 * PAD + 1, (5, 2))
+    out = augment(x, {"shift": shift})
+    padded = F.pad(x, (PAD,) * 4)
+    for i, (dy, dx) in enumerate(shift.tolist()):
+        assert torch.equal(out[i], padded[i, :, dy : dy + 8, dx : dx + 8])
+
+
+def test_flip_mirrors_left_to_right_where_drawn():
+    x = torch.arange(2 * 3 * 4 * 5, dtype=torch.uint8).view(2, 3, 4, 5)
+    out = augment(x, {"flip": torch.tensor([True, False])})
+    assert torch.equal(out[0], x[0].flip(-1))
+    assert torch.equal(out[1], x[1])
+
+
+def test_rotation_turns_about_the_centre_and_fills_black():
+    x = torch.randint(1, 256, (1, 1, 8, 8)).float()
+    assert torch.equal(rotate(x, torch.tensor([0.0])), x)
+    quarter = rotate(x, torch.tensor([90.0]))
+    assert torch.equal(quarter, torch.rot90(x, 1, (2, 3))) or torch.equal(quarter, torch.rot90(x, -1, (2, 3)))
+    tilted = rotate(x, torch.tensor([20.0]))
+    assert tilted[0, 0, 0, 0] == 0 and tilted[0, 0, 4, 4] != 0  # a corner uncovered, the centre kept
+
+
+def test_epoch_draws_depend_on_seed_and_epoch_only():
+    a = epoch_draws(0, 3, 100, "crop-flip-rotate")
+    b = epoch_draws(0, 3, 100, "crop-flip-rotate")
+    for key in ("order", "shift", "flip", "angle"):
+        assert torch.equal(a[key], b[key])
+    assert not torch.equal(a["order"], epoch_draws(0, 4, 100, "none")["order"])
+    assert not torch.equal(a["order"], epoch_draws(1, 3, 100, "none")["order"])
+    assert sorted(a["order"].tolist()) == list(range(100))
+    assert a["shift"].min() >= 0 and a["shift"].max() <= 2 * PAD
+    assert a["angle"].abs().max() <= 20
+    assert set(epoch_draws(0, 1, 10, "none")) == {"order"}
