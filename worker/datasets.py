@@ -44,6 +44,7 @@ class Dataset:
     std: tuple[float, ...]
     coarse_train: torch.Tensor | None = None  # CIFAR-100 super-classes, else None
     coarse_test: torch.Tensor | None = None
+    y_train_clean: torch.Tensor | None = None  # an uploaded set's true labels, when its y_train is noisy
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,10 @@ def load_dataset(
     download: bool = False,
     system_dirs: Iterable[str | os.PathLike[str]] | None = None,
 ) -> Dataset:
-    """Load a registered data set; system_dirs overrides SYSTEM_DATA_DIRS (Fashion-MNIST)."""
+    """Load a registered data set, or an uploaded one (`ds_...`, see load_uploaded);
+    system_dirs overrides SYSTEM_DATA_DIRS (Fashion-MNIST)."""
+    if name.startswith(UPLOADED_PREFIX):
+        return load_uploaded(name, data_dir)
     if name not in DATASETS:
         raise DatasetError(f"unknown data set {name!r}; choose one of {sorted(DATASETS)}")
     info = DATASETS[name]
@@ -95,7 +99,7 @@ def load_dataset(
         dirs = SYSTEM_DATA_DIRS if system_dirs is None else tuple(Path(d) for d in system_dirs)
         arrays = info.read(Source(data_dir, download, dirs))
         _write_cache(cache, arrays)
-    return _to_dataset(name, info, arrays)
+    return _to_dataset(name, arrays, info.mean, info.std)
 
 
 def _write_cache(path: Path, arrays: Arrays) -> None:
@@ -110,7 +114,7 @@ def _write_cache(path: Path, arrays: Arrays) -> None:
         pass
 
 
-def _to_dataset(name: str, info: DatasetInfo, arrays: Arrays) -> Dataset:
+def _to_dataset(name: str, arrays: Arrays, mean: tuple[float, ...], std: tuple[float, ...]) -> Dataset:
     def labels(key: str) -> torch.Tensor | None:
         return torch.from_numpy(arrays[key].astype(np.int64)) if key in arrays else None
 
@@ -123,11 +127,53 @@ def _to_dataset(name: str, info: DatasetInfo, arrays: Arrays) -> Dataset:
         y_test=labels("y_test"),
         num_classes=len(classes),
         classes=classes,
-        mean=info.mean,
-        std=info.std,
+        mean=mean,
+        std=std,
         coarse_train=labels("coarse_train"),
         coarse_test=labels("coarse_test"),
+        y_train_clean=labels("y_train_clean"),
     )
+
+
+# ---------------------------------------------------------------------------------------
+# Uploaded data sets: the API's normalised .npz, fetched by the worker before training
+# ---------------------------------------------------------------------------------------
+
+UPLOADED_PREFIX = "ds_"
+UPLOAD_FOLDER = "uploads"  # in data_dir; shared.dataset_service.fetch_dataset downloads there
+MIN_STD = 1 / 255  # a constant channel would divide by zero
+
+
+def uploaded_path(dataset_id: str, data_dir: str | os.PathLike[str]) -> Path:
+    return Path(data_dir) / UPLOAD_FOLDER / f"{dataset_id}.npz"
+
+
+def load_uploaded(dataset_id: str, data_dir: str | os.PathLike[str]) -> Dataset:
+    """A user's data set from `data_dir/uploads/{id}.npz` (uint8 NCHW, as the API stores it);
+    mean and std per channel are those of its training images."""
+    path = uploaded_path(dataset_id, data_dir)
+    if not path.is_file():
+        raise DatasetError(
+            f"uploaded data set {dataset_id} is not in {path}; fetch it from the object store first "
+            "(shared.dataset_service.fetch_dataset)"
+        )
+    with np.load(path, allow_pickle=False) as stored:
+        arrays = {key: stored[key] for key in stored.files}
+    mean, std = channel_stats(arrays["x_train"])
+    return _to_dataset(dataset_id, arrays, mean, std)
+
+
+def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Exact mean and std per channel of uint8 NCHW images, on the [0, 1] scale, from histograms."""
+    levels = np.arange(256) / 255
+    means, stds = [], []
+    for c in range(images.shape[1]):
+        counts = np.bincount(images[:, c].ravel(), minlength=256)
+        mean = float(counts @ levels / counts.sum())
+        var = float(counts @ (levels - mean) ** 2 / counts.sum())
+        means.append(mean)
+        stds.append(max(var**0.5, MIN_STD))
+    return tuple(means), tuple(stds)
 
 
 # ---------------------------------------------------------------------------------------
