@@ -1,0 +1,245 @@
+"""run_job into a LocalSink, the checkpoints it writes, and the command line, on real Fashion-MNIST."""
+
+import csv
+import dataclasses
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from shared.spec import JobSpec, resolve_spec
+from worker import cli
+from worker.checkpoints import load_model
+from worker.datasets import SYSTEM_DATA_DIRS, load_dataset
+from worker.runner import LocalSink, balanced_order, make_labels, run_job
+from worker.trainer import Callback, predict
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = {
+    "checkpoint.pt",
+    "metrics.jsonl",
+    "noisy_labels.npz",
+    "plot.png",
+    "result.json",
+    "resume.pt",
+    "suspected_mislabels.csv",
+}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    if not (SYSTEM_DATA_DIRS[0] / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("the Debian package dataset-fashion-mnist is not installed")
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="module")
+def fashion(data_dir):
+    """Fashion-MNIST with 2000 test images, to keep each epoch's evaluation short."""
+    ds = load_dataset("fashion-mnist", data_dir)
+    return dataclasses.replace(ds, x_test=ds.x_test[:2000], y_test=ds.y_test[:2000])
+
+
+def spec_for(**fields) -> dict:
+    base = {"dataset": "fashion-mnist", "noise": {"type": "symmetric", "rate": 0.4}, "epochs": 2, "train_size": 600}
+    return resolve_spec(JobSpec(**{**base, **fields}))
+
+
+@pytest.fixture(scope="module")
+def finished(fashion, tmp_path_factory):
+    spec = spec_for(loss="nce+rce", validation_split=0.2)
+    sink = LocalSink(tmp_path_factory.mktemp("job"))
+    result = run_job(spec, sink, data_dir=None, device="cpu", dataset=fashion)
+    return spec, sink, result
+
+
+# Artifacts
+
+
+def test_run_job_writes_every_artifact(finished):
+    _, sink, _ = finished
+    assert set(sink.list()) == ARTIFACTS
+
+
+def test_result_json_has_the_design_fields(finished):
+    spec, sink, returned = finished
+    result = json.loads(sink.get("result.json"))
+    assert result == json.loads(json.dumps(returned))
+    assert result["status"] == "succeeded" and result["spec"] == spec
+    assert result["epochs_completed"] == 2 and [m["epoch"] for m in result["history"]] == [1, 2]
+    assert 0 <= result["final_test_accuracy"] <= 1 and 0 <= result["best_test_accuracy"] <= 1
+    assert result["final_test_accuracy"] == result["history"][-1]["test_acc"]
+    assert result["best_test_accuracy"] == max(m["test_acc"] for m in result["history"])
+    assert result["noise_rate_realised"] == pytest.approx(0.4, abs=0.05)
+    assert len(result["noise_rate_realised_per_class"]) == 10
+    assert result["samples"] == {"train": 480, "val": 120, "test": 2000}
+    assert set(result["versions"]) == {"python", "torch", "numpy", "noisyfit"}
+    assert result["device"]["type"] == "cpu"
+    assert {"data_seconds", "train_seconds", "total_seconds"} <= set(result["timings"])
+    assert all("val_acc" in m for m in result["history"])
+
+
+def test_metrics_jsonl_has_one_epoch_event_per_epoch(finished):
+    _, sink, result = finished
+    events = [json.loads(line) for line in sink.get("metrics.jsonl").decode().splitlines()]
+    assert [e["type"] for e in events] == ["epoch", "epoch"]
+    assert [{k: v for k, v in e.items() if k != "type"} for e in events] == result["history"]
+
+
+def test_noisy_labels_npz_records_the_labels_trained_on(finished, fashion):
+    spec, sink, _ = finished
+    with np.load(io.BytesIO(sink.get("noisy_labels.npz")), allow_pickle=False) as npz:
+        labels = {k: npz[k] for k in npz.files}
+    np.testing.assert_array_equal(labels["clean"], fashion.y_train.numpy())
+    np.testing.assert_array_equal(labels["corrupted"], labels["noisy"] != labels["clean"])
+    train, val = labels["train_indices"], labels["val_indices"]
+    assert len(train) == 480 and len(val) == 120 and not set(train) & set(val)
+    assert labels["corrupted"].mean() == pytest.approx(0.4, abs=1e-3)  # drawn on the full training set
+
+
+def test_suspected_mislabels_rank_training_samples_by_loss(finished):
+    _, sink, result = finished
+    rows = list(csv.DictReader(io.StringIO(sink.get("suspected_mislabels.csv").decode())))
+    assert list(rows[0]) == ["index", "noisy_label", "predicted", "confidence", "loss", "rank"]
+    assert len(rows) == 480 and [int(r["rank"]) for r in rows] == list(range(1, 481))
+    losses = [float(r["loss"]) for r in rows]
+    assert losses == sorted(losses, reverse=True)
+    with np.load(io.BytesIO(sink.get("noisy_labels.npz")), allow_pickle=False) as npz:
+        noisy, corrupted, train = npz["noisy"], npz["corrupted"], npz["train_indices"]
+    assert sorted(int(r["index"]) for r in rows) == sorted(train.tolist())
+    assert all(int(r["noisy_label"]) == noisy[int(r["index"])] for r in rows)
+    k = int(corrupted[train].sum())
+    hits = sum(corrupted[int(r["index"])] for r in rows[:k])
+    detection = result["mislabel_detection"]
+    assert detection["k"] == k and detection["precision_at_k"] == detection["recall_at_k"] == hits / k
+
+
+def test_checkpoint_loads_weights_only_and_reproduces_the_final_test_accuracy(finished, fashion):
+    spec, sink, result = finished
+    raw = torch.load(io.BytesIO(sink.get("checkpoint.pt")), weights_only=True)
+    assert raw["spec"] == spec and raw["model_name"] == "cnn4" and raw["num_classes"] == 10
+    model, meta = load_model(sink.get("checkpoint.pt"))
+    assert not model.training
+    _, predicted, _ = predict(model, fashion.x_test, fashion.y_test, meta["mean"], meta["std"])
+    accuracy = (predicted == fashion.y_test).float().mean().item()
+    assert accuracy == result["final_test_accuracy"]
+    assert torch.load(io.BytesIO(sink.get("resume.pt")), weights_only=True)["epoch"] == 2
+
+
+# Resume through the sink
+
+
+class StopAfterEpoch(Callback):
+    def __init__(self, epoch: int):
+        self.epoch, self.done = epoch, 0
+
+    def on_epoch_end(self, state, metrics):
+        self.done = state.epoch
+
+    def should_stop(self):
+        return self.done >= self.epoch
+
+
+def test_a_stopped_job_resumes_from_its_sink_to_the_uninterrupted_weights(fashion, tmp_path):
+    spec = spec_for(loss="ce", epochs=2, train_size=400)
+    whole = LocalSink(tmp_path / "whole")
+    run_job(spec, whole, None, device="cpu", dataset=fashion)
+
+    sink = LocalSink(tmp_path / "stopped")
+    assert run_job(spec, sink, None, callbacks=[StopAfterEpoch(1)], device="cpu", dataset=fashion) == {
+        "status": "stopped",
+        "epochs_completed": 1,
+    }
+    assert "result.json" not in sink.list() and "resume.pt" in sink.list()
+    result = run_job(spec, sink, None, device="cpu", dataset=fashion)
+    assert result["resumed_from_epoch"] == 1 and result["epochs_completed"] == 2
+    a = torch.load(io.BytesIO(whole.get("checkpoint.pt")), weights_only=True)["model"]
+    b = torch.load(io.BytesIO(sink.get("checkpoint.pt")), weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert sink.get("metrics.jsonl").count(b"\n") == 2
+
+
+# Labels, subsets, sinks
+
+
+def test_subsets_are_seeded_class_balanced_and_keep_each_samples_noisy_label(fashion):
+    small = make_labels(spec_for(train_size=500, validation_split=0.2), fashion)
+    again = make_labels(spec_for(train_size=500, validation_split=0.2), fashion)
+    large = make_labels(spec_for(train_size=2000), fashion)
+    np.testing.assert_array_equal(small.train_indices, again.train_indices)
+    np.testing.assert_array_equal(small.noisy, large.noisy)
+    assert np.bincount(small.clean[small.train_indices], minlength=10).tolist() == [40] * 10
+    assert np.bincount(small.clean[small.val_indices], minlength=10).tolist() == [10] * 10
+    assert set(small.train_indices) | set(small.val_indices) <= set(large.train_indices)
+    other = make_labels(spec_for(train_size=500, seed=1), fashion)
+    assert set(other.train_indices) != set(small.train_indices)
+
+
+def test_balanced_order_keeps_every_prefix_in_proportion():
+    labels = np.repeat(np.arange(3), [600, 300, 100])
+    order = balanced_order(labels, seed=0)
+    assert sorted(order.tolist()) == list(range(1000))
+    for n in (10, 37, 100, 555):
+        counts = np.bincount(labels[order[:n]], minlength=3)
+        assert np.all(np.abs(counts - n * np.array([0.6, 0.3, 0.1])) <= 1), (n, counts)
+
+
+def test_local_sink_puts_gets_and_lists(tmp_path):
+    sink = LocalSink(tmp_path / "out")
+    assert sink.get("missing.json") is None and sink.list() == []
+    sink.put("a.json", b"1")
+    sink.put("a.json", b"2")
+    sink.put("plots/b.png", b"png")
+    assert sink.get("a.json") == b"2" and sink.list() == ["a.json", "plots/b.png"]
+    with pytest.raises(ValueError):
+        sink.put("../escape", b"x")
+
+
+# Command line
+
+
+def test_the_cli_trains_a_tiny_job_end_to_end(data_dir, tmp_path):
+    out = tmp_path / "run"
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps({"dataset": "fashion-mnist", "loss": "ce", "epochs": 3}))
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "train", str(spec_file), "--out", str(out),
+         "--loss", "nce+rce", "--noise", "symmetric:0.2", "--train-size", "300", "--set", "epochs=1",
+         "--set", "eval_batch_size=1000", "--data-dir", str(data_dir), "--device", "cpu"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "final test accuracy" in done.stdout
+    result = json.loads((out / "result.json").read_text())
+    assert result["spec"]["loss"] == "nce+rce" and result["spec"]["epochs"] == 1
+    assert result["spec"]["noise"] == {"type": "symmetric", "rate": 0.2, "matrix": None}
+    assert result["spec"]["eval_batch_size"] == 1000 and result["samples"]["train"] == 300
+    assert ARTIFACTS <= {p.name for p in out.iterdir()}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--epochs", "many"], "invalid int value"),
+        (["--dataset", "fashion-mnist", "--noise", "symmetric:0.95"], "noise.rate"),
+        (["--dataset", "fashion-mnist", "--loss", "ce+mae"], "not robust"),
+        (["--dataset", "fashion-mnist", "--set", "lerning_rate=0.1"], "lerning_rate"),
+        (["--dataset", "fashion-mnist", "--noise", "symmetric:lots"], "TYPE[:RATE]"),
+        (["--loss", "ce"], "dataset"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(argv, message, tmp_path, capsys):
+    assert cli.main(["train", "--out", str(tmp_path / "never"), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_missing_spec_file_exits_2(tmp_path, capsys):
+    assert cli.main(["train", str(tmp_path / "nope.json"), "--out", str(tmp_path / "o")]) == 2
+    assert "cannot read the spec file" in capsys.readouterr().err
