@@ -12,7 +12,7 @@ from sqlmodel import Session
 from api import errors
 from api.limits import BodySizeLimit
 from api.metrics import LatencyMiddleware, make_registry
-from api.routes import catalog, health, jobs, keys
+from api.routes import catalog, datasets, health, jobs, keys, sweeps
 from shared.db import get_engine, init_db
 from shared.jobs import requeue_stale
 from shared.settings import Settings, get_settings
@@ -20,7 +20,7 @@ from shared.store import StoreUnavailable, get_store
 
 log = logging.getLogger(__name__)
 
-ROUTERS = [health.router, keys.router, catalog.router, jobs.router]
+ROUTERS = [health.router, keys.router, catalog.router, jobs.router, sweeps.router, datasets.router]
 
 
 def current_settings(app: FastAPI) -> Settings:
