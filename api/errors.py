@@ -48,7 +48,10 @@ class RequestTooLarge(ApiError):
 _SERVICE_STATUS: dict[type[ServiceError], int] = {
     NotFound: 404, Conflict: 409, LimitError: 429, InvalidCursor: 422, QueueUnavailable: 503,
 }
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 406: "not_acceptable", 415: "unsupported_media_type"}
+_HTTP_CODES = {
+    400: "bad_request", 404: "not_found", 405: "method_not_allowed", 406: "not_acceptable",
+    415: "unsupported_media_type",
+}
 
 Described = tuple[int, str, str, str | None]
 

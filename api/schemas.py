@@ -61,7 +61,8 @@ class ArtifactList(BaseModel):
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, min_length=1, max_length=200, description="the new user's name")
+    name: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$",
+                             description="the new user's name")
     user_id: int | None = Field(None, description="give an existing user another key instead")
 
 

@@ -16,6 +16,7 @@ import base64
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,6 +37,7 @@ from shared.stream import MetricsStream, StreamUnavailable, get_stream, stream_i
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
+DATASET_ID = re.compile(r"ds_[0-9a-f]{1,64}")
 
 
 class ServiceError(Exception):
@@ -357,7 +359,7 @@ def _data_info(session: Session, user_id: int, name: str) -> DataInfo | None:
     """None for a built-in data set (resolve_spec knows it); an uploaded one of the user's, described."""
     if name in DATASETS or not name.startswith("ds_"):
         return None
-    ds = session.get(Dataset, name)
+    ds = session.get(Dataset, name) if DATASET_ID.fullmatch(name) else None
     if ds is None or ds.user_id != user_id:
         raise SpecError("dataset", f"no data set {name!r} of yours; GET /v1/datasets lists them")
     family = "mnist" if ds.channels == 1 else ("cifar100" if ds.num_classes > 10 else "cifar10")

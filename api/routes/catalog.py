@@ -5,9 +5,10 @@ from typing import Any
 from fastapi import APIRouter
 
 from api.deps import CurrentUser
+from api.schemas import ErrorOut
 from shared.catalog import catalog
 
-router = APIRouter(prefix="/v1/catalog", tags=["catalog"])
+router = APIRouter(prefix="/v1/catalog", tags=["catalog"], responses={401: {"model": ErrorOut}})
 
 
 @router.get("")

@@ -23,7 +23,7 @@ JobId = Annotated[str, Path(max_length=64)]
 
 @router.post("", status_code=201, response_model=JobOut,
              responses={200: {"model": JobOut, "description": "replay of an Idempotency-Key"},
-                        409: {"model": ErrorOut}, 429: {"model": ErrorOut}, 503: {"model": ErrorOut}})
+                        **{code: {"model": ErrorOut} for code in (400, 409, 429, 503)}})
 def create_job(
     spec: JobSpec, user: CurrentUser, session: SessionDep, settings: SettingsDep, response: Response,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,

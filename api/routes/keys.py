@@ -12,7 +12,7 @@ router = APIRouter(
 )
 
 
-@router.post("", status_code=201, response_model=KeyCreated)
+@router.post("", status_code=201, response_model=KeyCreated, responses={400: {"model": ErrorOut}})
 def create_key(body: KeyCreate, session: SessionDep) -> KeyCreated:
     """A key for a new user called `name`, or for the existing `user_id`. The key is shown once."""
     key, plaintext = auth.create_key(session, user_id=body.user_id, name=body.name)

@@ -206,3 +206,11 @@ def test_the_queue_being_down_creates_no_job(settings, make_user, client):
 def test_the_catalog_lists_what_can_be_asked_for(client: TestClient, user_headers):
     catalog = client.get("/v1/catalog", headers=user_headers).json()
     assert {"mnist", "cifar100"} <= set(catalog["datasets"]) and "nce" in catalog["losses"]
+
+
+def test_malformed_strings_never_reach_sql(client: TestClient, user_headers, admin_headers):
+    data = client.post("/v1/jobs", json={**SPEC, "dataset": "ds_\x00"}, headers=user_headers)
+    assert data.status_code == 422 and data.json()["error"]["field"] == "dataset"
+    name = client.post("/v1/api-keys", json={"name": "a\x00b"}, headers=admin_headers)
+    assert name.status_code == 422 and name.json()["error"]["field"] == "name"
+    assert client.get("/v1/jobs/job_%00", headers=user_headers).status_code == 404
