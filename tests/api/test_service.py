@@ -93,3 +93,24 @@ def test_a_running_api_server_has_no_torch_mapped(live_api):
     assert httpx.get(f"{live_api.url}/readyz").status_code == 200
     maps = Path(f"/proc/{live_api.process.pid}/maps").read_text()
     assert "libtorch" not in maps and "libc10" not in maps
+
+
+def test_the_api_requeues_jobs_whose_worker_died(settings, make_user):
+    import time
+
+    from sqlmodel import Session
+
+    from shared import jobs
+    from shared.db import get_engine
+
+    reaping = create_app(settings.model_copy(update={"reaper_interval_s": 0.1}))
+    with TestClient(reaping) as client:
+        headers = make_user("orphan")
+        job_id = client.post("/v1/jobs", json={"dataset": "mnist", "epochs": 1}, headers=headers).json()["id"]
+        with Session(get_engine(settings.database_url)) as session:
+            assert jobs.start_attempt(session, job_id, "dead-worker", settings.model_copy(update={"lease_ttl_s": -1}))
+        deadline = time.monotonic() + 10
+        while client.get(f"/v1/jobs/{job_id}", headers=headers).json()["status"] != "queued":
+            assert time.monotonic() < deadline, "the reaper did not requeue the job"
+            time.sleep(0.05)
+        assert client.get(f"/v1/jobs/{job_id}", headers=headers).json()["attempts"] == 1
