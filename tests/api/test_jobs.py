@@ -214,3 +214,14 @@ def test_malformed_strings_never_reach_sql(client: TestClient, user_headers, adm
     name = client.post("/v1/api-keys", json={"name": "a\x00b"}, headers=admin_headers)
     assert name.status_code == 422 and name.json()["error"]["field"] == "name"
     assert client.get("/v1/jobs/job_%00", headers=user_headers).status_code == 404
+
+
+def test_the_api_runs_on_sqlite_too(sqlite_settings, admin_headers):
+    with TestClient(create_app(sqlite_settings)) as client:
+        key = client.post("/v1/api-keys", json={"name": "lite"}, headers=admin_headers).json()["key"]
+        headers = {"Authorization": f"Bearer {key}"}
+        ids = [client.post("/v1/jobs", json={**SPEC, "seed": i}, headers=headers).json()["id"] for i in range(3)]
+        page = client.get("/v1/jobs", params={"limit": 2}, headers=headers).json()
+        rest = client.get("/v1/jobs", params={"cursor": page["next"]}, headers=headers).json()
+        assert [j["id"] for j in page["jobs"] + rest["jobs"]] == ids[::-1]
+        assert client.post(f"/v1/jobs/{ids[0]}/cancel", headers=headers).json()["status"] == "cancelled"
