@@ -72,7 +72,7 @@ class PlotUnavailable(ApiError):
 
 
 @router.post("", status_code=201, response_model=SweepOut,
-             responses={429: {"model": ErrorOut}, 503: {"model": ErrorOut}})
+             responses={400: {"model": ErrorOut}, 429: {"model": ErrorOut}, 503: {"model": ErrorOut}})
 def create_sweep(body: SweepCreate, user: CurrentUser, session: SessionDep, settings: SettingsDep,
                  response: Response) -> SweepOut:
     """Create one job per grid cell (201). Every cell is validated first: one that cannot run
