@@ -92,7 +92,7 @@ def read_upload(file: IO[bytes], limits: UploadLimits) -> Arrays:
             members = _checked_members(archive, size, limits)
             if all(m.filename.endswith(".npy") for m in members):
                 return normalize(_read_npz(archive, members))
-            return normalize(_read_image_folders(archive, members))
+            return normalize(_read_image_folders(archive, members, limits.max_unpacked_bytes))
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
         raise BadDataset(f"the archive is corrupt ({exc}); create it again and re-upload") from exc
 
@@ -154,7 +154,8 @@ def _read_npy(archive: zipfile.ZipFile, member: zipfile.ZipInfo, key: str) -> np
             raise BadDataset(f"{key} cannot be read ({exc}); save the .npz again") from exc
 
 
-def _read_image_folders(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo]) -> Arrays:
+def _read_image_folders(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], budget: int) -> Arrays:
+    """Class folders of images; `budget` bounds the decoded pixels (compressed images unpack far beyond their files)."""
     entries = _strip_wrapper([(PurePosixPath(m.filename).parts, m) for m in members if not _hidden(m.filename)])
     for _, member in entries:
         if PurePosixPath(member.filename).suffix.lower() not in IMAGE_SUFFIXES:
@@ -168,11 +169,12 @@ def _read_image_folders(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo]
         if unknown:
             raise BadDataset(f"test/ has classes that train/ lacks: {', '.join(unknown)}; "
                              "every class needs training images")
-        (x_train, y_train), (x_test, y_test) = _decode(archive, train, classes), _decode(archive, test, classes)
+        x_train, y_train = _decode(archive, train, classes, budget)
+        x_test, y_test = _decode(archive, test, classes, budget - x_train.nbytes)
     elif entries and all(len(p) == 2 for p, _ in entries):
         entries.sort()
         classes = sorted({p[0] for p, _ in entries})
-        x, y = _decode(archive, entries, classes)
+        x, y = _decode(archive, entries, classes, budget)
         train_index, test_index = _split(y)
         x_train, y_train, x_test, y_test = x[train_index], y[train_index], x[test_index], y[test_index]
     else:
@@ -202,11 +204,11 @@ def _strip_wrapper(entries: list[Entry]) -> list[Entry]:
     return entries
 
 
-def _decode(archive: zipfile.ZipFile, entries: list[Entry], classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _decode(archive: zipfile.ZipFile, entries: list[Entry], classes: list[str], budget: int) -> tuple[np.ndarray, np.ndarray]:
     """Images as uint8 [N, H, W, 3] and their labels (the rank of their folder in `classes`)."""
     from PIL import Image  # only uploads of image folders need it
 
-    images, labels, first = [], [], None
+    images, labels, first, decoded = [], [], None, 0
     for path, member in entries:
         try:
             with Image.open(io.BytesIO(archive.read(member))) as image:
@@ -222,6 +224,9 @@ def _decode(archive: zipfile.ZipFile, entries: list[Entry], classes: list[str]) 
         elif pixels.shape != first[1]:
             raise BadDataset(f"{member.filename} is {pixels.shape[1]}×{pixels.shape[0]} but {first[0]} is "
                              f"{first[1][1]}×{first[1][0]}; resize all images to one size")
+        decoded += pixels.nbytes
+        if decoded > budget:
+            raise BadDataset(f"the images decode to more than {budget} bytes; upload fewer or smaller images")
         images.append(pixels)
         labels.append(classes.index(path[0]))
     if not images:
@@ -303,8 +308,8 @@ def _labels(y: np.ndarray, key: str, n: int) -> np.ndarray:
 
 
 def _classes(names: np.ndarray | None, labels: dict[str, np.ndarray]) -> list[str]:
-    highest = max(int(y.max()) for y in labels.values())
     if names is None:
+        highest = max(int(y.max()) for y in labels.values())
         if highest + 1 > MAX_CLASSES:
             raise BadDataset(f"the largest label is {highest}; at most {MAX_CLASSES} classes (labels 0 to "
                              f"{MAX_CLASSES - 1}) are allowed")

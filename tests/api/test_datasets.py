@@ -258,3 +258,9 @@ def test_the_worker_fetches_an_upload_once_into_its_data_dir(client: TestClient,
     target.write_bytes(b"kept")
     fetch_dataset(get_store(settings), ds["id"], target)
     assert target.read_bytes() == b"kept", "a data set never changes: no second download"
+
+
+def test_images_that_decode_beyond_the_budget_are_refused():
+    files = {f"{label}/{i}.png": png((0, 0, 0), size=64) for label in "ab" for i in range(3)}  # 12 KiB each decoded
+    with pytest.raises(BadDataset, match="decode to more than 50000 bytes"):
+        read_upload(io.BytesIO(zip_of(files)), UploadLimits(10**7, 50_000))
