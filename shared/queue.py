@@ -8,8 +8,13 @@ TRAIN_TASK = "noisyfit.train"
 TRAIN_QUEUE = "train"
 
 
-def make_celery(settings: Settings) -> Celery:
-    """The Celery app of the API (producer) and of worker/app.py (consumer): one configuration."""
+def make_celery(settings: Settings, *, fail_fast: bool = False) -> Celery:
+    """The Celery app of the API (producer) and of worker/app.py (consumer): one configuration.
+
+    `fail_fast`: connect once when sending, so that a down broker answers at once (the API
+    turns it into a 503) instead of after seconds of retries.
+    """
+    retries = {"max_retries": 1, "interval_start": 0, "interval_step": 0.1} if fail_fast else {}
     app = Celery("noisyfit", broker=settings.redis_url)
     app.conf.update(
         task_default_queue=TRAIN_QUEUE,
@@ -22,6 +27,7 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout_s,
             "global_keyprefix": settings.redis_key_prefix,
+            **retries,
         },
     )
     return app
@@ -33,7 +39,7 @@ _producers: dict[tuple[str, str], Celery] = {}
 def _producer(settings: Settings) -> Celery:
     key = (settings.redis_url, settings.redis_key_prefix)
     if key not in _producers:
-        _producers[key] = make_celery(settings)
+        _producers[key] = make_celery(settings, fail_fast=True)
     return _producers[key]
 
 
