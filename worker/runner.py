@@ -35,7 +35,7 @@ import torch
 from worker.checkpoints import final_checkpoint, read_resume, resume_checkpoint
 from worker.datasets import Dataset, load_dataset
 from worker.noise import corrupt_labels, noise_report
-from worker.plots import job_plot
+from shared.plots import job_plot
 from worker.trainer import Callback, PreparedData, TrainState, default_device, per_sample_losses, train
 
 SUBSET_STREAM = 0x5EB5E7  # keeps the subset's draws apart from the noise's, which share the seed

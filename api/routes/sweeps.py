@@ -9,9 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 
 from api.deps import CurrentUser, SessionDep, SettingsDep
-from api.errors import ApiError
 from api.schemas import ErrorOut
-from shared import sweep_service
+from shared import plots, sweep_service
 from shared.sweep_service import SweepView
 from shared.sweeps import table_csv, table_markdown
 
@@ -67,10 +66,6 @@ class SweepList(BaseModel):
     sweeps: list[SweepSummary]
 
 
-class PlotUnavailable(ApiError):
-    status, code = 501, "plot_unavailable"
-
-
 @router.post("", status_code=201, response_model=SweepOut,
              responses={400: {"model": ErrorOut}, 429: {"model": ErrorOut}, 503: {"model": ErrorOut}})
 def create_sweep(body: SweepCreate, user: CurrentUser, session: SessionDep, settings: SettingsDep,
@@ -114,16 +109,11 @@ def cancel_sweep(sweep_id: SweepId, user: CurrentUser, session: SessionDep, sett
 
 
 @router.get("/{sweep_id}/plot.png", response_class=Response,
-            responses={200: {"content": {"image/png": {}}}, 501: {"model": ErrorOut}})
+            responses={200: {"content": {"image/png": {}}}})
 def sweep_plot(sweep_id: SweepId, user: CurrentUser, session: SessionDep) -> Response:
     """Mean test accuracy against the noise rate, one line per loss, error bars one std."""
     rows = _view(session, user.id, sweep_id).table or []
-    try:
-        from worker.plots import sweep_plot as render  # torch-free (matplotlib only); absent from the API image
-    except ImportError as exc:
-        raise PlotUnavailable(f"this API cannot draw plots ({exc}); GET /v1/sweeps/{sweep_id}/table has "
-                              "the same numbers") from exc
-    return Response(render(rows), media_type="image/png")
+    return Response(plots.sweep_plot(rows), media_type="image/png")
 
 
 def _view(session: Session, user_id: int, sweep_id: str) -> SweepView:

@@ -5,7 +5,7 @@ import io
 import matplotlib.image
 import pytest
 
-from worker.plots import JOB_SIZE, SWEEP_SIZE, DPI, job_plot, sweep_plot
+from shared.plots import JOB_SIZE, SWEEP_SIZE, DPI, job_plot, sweep_plot
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
