@@ -5,19 +5,20 @@
   test consumes (they stay `queued` until a test moves them).
 - `user`: make a user → `User(headers, id)`.
 - `TINY_SPEC`: the smallest real training job (Fashion-MNIST, 1000 samples, CPU seconds).
-- `Proc`: start/stop real processes in their own process group (kill -9 of the group).
+- `make_stack(**settings)`: a `Stack`: its own uvicorn (and Celery workers on demand), real
+  processes in their own process groups (tests/e2e/conftest.py's `start`), so a test can
+  kill -9 them; a Redis key prefix of its own, a 3 s lease and a 1 s reaper.
 """
 
 import os
 import secrets
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -26,9 +27,11 @@ from sqlmodel import Session
 from shared.db import get_engine
 from shared.models import ApiKey
 from shared.settings import Settings
+from tests.conftest import free_port, wait_for_port
+from tests.e2e.conftest import Process, start, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
+LEASE_TTL_S = 3
 
 TINY_SPEC = {
     "dataset": "fashion-mnist",
@@ -89,53 +92,112 @@ def stored_key(settings: Settings, key_id: int) -> ApiKey:
         return session.get(ApiKey, key_id)
 
 
-class Proc:
-    """A real process in its own process group, its output in a log file."""
+# ---------------------------------------------------------------- a whole service, for faults
 
-    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path = ROOT):
-        self.args, self.log_path = args, log
-        self._log = log.open("ab")
-        self.popen = subprocess.Popen(
-            args, cwd=cwd, env={**os.environ, **(env or {})}, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+
+class Stack:
+    """A uvicorn API and Celery workers of this suite only: their own Redis key prefix (a queue
+    no other test's worker reads), a short lease, a quick heartbeat and a 1 s reaper, so that
+    a killed worker's job comes back within seconds. Processes are real and killable."""
+
+    def __init__(self, name: str, env: dict[str, str], folder: Path, admin_token: str):
+        self.name, self.env, self.folder, self.admin_token = name, env, folder, admin_token
+        self.api: Process | None = None
+        self.url = ""
+        self.workers: list[Process] = []
+        self.processes: list[Process] = []
 
     @property
-    def pid(self) -> int:
-        return self.popen.pid
+    def settings(self) -> Settings:
+        return Settings(**{k.removeprefix("NOISYFIT_").lower(): v for k, v in self.env.items()
+                           if k.startswith("NOISYFIT_")})
 
-    def alive(self) -> bool:
-        return self.popen.poll() is None
+    def start_api(self, port: int | None = None) -> Process:
+        port = port or free_port()
+        self.api = start(f"{self.name}-uvicorn{len(self.processes)}",
+                         [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port)],
+                         self.env, self.folder)
+        self.processes.append(self.api)
+        self.url = f"http://127.0.0.1:{port}"
+        wait_for_port(port, self.api.process, timeout_s=60)
+        return self.api
 
-    def kill9(self) -> None:
-        """SIGKILL the whole process group (a Celery worker and its pool children)."""
-        try:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.popen.wait(10)
+    def start_worker(self) -> Process:
+        name = f"{self.name}-worker{len(self.processes)}"
+        worker = start(name, [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "train", "-c", "1",
+                              "-n", f"{name}@%h", "--loglevel", "INFO"], self.env, self.folder)
+        self.processes.append(worker)
+        wait_until(lambda: " ready." in worker.log.read_text() or worker.process.poll() is not None, 180,
+                       f"{name} to be ready")
+        assert worker.process.poll() is None, worker.tail()
+        self.workers.append(worker)
+        return worker
 
-    def stop(self, timeout_s: float = 15) -> None:
-        if self.alive():
-            try:
-                os.killpg(self.popen.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.popen.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.kill9()
-        self._log.close()
+    def client(self, name: str = "user") -> httpx.Client:
+        """An httpx client of the API with a new user's key."""
+        created = httpx.post(f"{self.url}/v1/api-keys", json={"name": name},
+                             headers={"Authorization": f"Bearer {self.admin_token}"}, timeout=30)
+        assert created.status_code == 201, created.text
+        return httpx.Client(base_url=self.url, timeout=30,
+                            headers={"Authorization": f"Bearer {created.json()['key']}"})
 
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.tail(40)}" for p in self.processes)
 
 
-def wait_until(predicate: Callable[[], object], timeout_s: float, what: str, every_s: float = 0.1) -> object:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every_s)
-    raise TimeoutError(f"waited {timeout_s}s for {what}")
+@pytest.fixture(scope="session")
+def reliability_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data folder for every worker of the suite: Fashion-MNIST is cached once."""
+    return tmp_path_factory.mktemp("reliability-data")
+
+
+@pytest.fixture(scope="module")
+def make_stack(service_env: dict[str, str], reliability_data_dir: Path,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Stack]]:
+    """make_stack(**NOISYFIT_overrides) → a Stack with its API started (workers on demand)."""
+    stacks: list[Stack] = []
+
+    def make(api: bool = True, **overrides: str) -> Stack:
+        name = f"s{len(stacks)}{secrets.token_hex(2)}"
+        env = {
+            **os.environ, **service_env,
+            "NOISYFIT_REDIS_KEY_PREFIX": f"{service_env['NOISYFIT_REDIS_KEY_PREFIX']}{name}:",
+            "NOISYFIT_DATA_DIR": str(reliability_data_dir),
+            "NOISYFIT_ALLOW_DOWNLOAD": "false",
+            "NOISYFIT_LEASE_TTL_S": str(LEASE_TTL_S),
+            "NOISYFIT_HEARTBEAT_S": "0.5",
+            "NOISYFIT_REAPER_INTERVAL_S": "1",
+            "NOISYFIT_MAX_ATTEMPTS": "3",
+            "PYTHONUNBUFFERED": "1",
+            **{f"NOISYFIT_{k.upper()}": str(v) for k, v in overrides.items()},
+        }
+        stack = Stack(name, env, tmp_path_factory.mktemp(name), service_env["NOISYFIT_ADMIN_TOKEN"])
+        stacks.append(stack)
+        if api:
+            stack.start_api()
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.stop()
+
+
+def job_of(http: httpx.Client, job_id: str) -> dict[str, Any]:
+    response = http.get(f"/v1/jobs/{job_id}")
+    response.raise_for_status()
+    return response.json()
+
+
+def wait_status(http: httpx.Client, job_id: str, statuses: set[str], timeout_s: float = 300) -> dict[str, Any]:
+    return wait_until(lambda: (job := job_of(http, job_id))["status"] in statuses and job, timeout_s,
+                          f"job {job_id} to be {'/'.join(sorted(statuses))}", 0.25)
+
+
+def events_of(http: httpx.Client, job_id: str) -> list[dict[str, Any]]:
+    response = http.get(f"/v1/jobs/{job_id}/metrics", params={"limit": 1000})
+    response.raise_for_status()
+    return response.json()["events"]

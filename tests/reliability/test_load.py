@@ -4,6 +4,7 @@ submissions (one Idempotency-Key each) and polls; no error, every job recorded e
 
 import asyncio
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ import pytest
 
 from shared.settings import Settings
 from tests.conftest import free_port, wait_for_port
-from tests.reliability.conftest import ROOT, Proc
+from tests.e2e.conftest import start
+from tests.reliability.conftest import ROOT
 
 JOBS, CONCURRENCY, POLLS = 120, 32, 2
 
@@ -30,11 +32,12 @@ def _bench() -> Any:
 def load_api(isolated_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """uvicorn with the isolated queue: the load's jobs are recorded, never trained."""
     port = free_port()
-    process = Proc([sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port), "--log-level", "warning"],
-                   tmp_path_factory.mktemp("load") / "uvicorn.log",
-                   env={"NOISYFIT_REDIS_KEY_PREFIX": isolated_settings.redis_key_prefix})
+    process = start("load-uvicorn", [sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port),
+                                     "--log-level", "warning"],
+                    {**os.environ, "NOISYFIT_REDIS_KEY_PREFIX": isolated_settings.redis_key_prefix},
+                    tmp_path_factory.mktemp("load"))
     try:
-        wait_for_port(port, process.popen, timeout_s=60)
+        wait_for_port(port, process.process, timeout_s=60)
         yield f"http://127.0.0.1:{port}"
     finally:
         process.stop()
