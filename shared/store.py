@@ -6,6 +6,7 @@ connection errors and then raise `StoreUnavailable`.
 """
 
 import io
+import logging
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ ARTIFACT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 JOB_ID = re.compile(r"job_[0-9a-f]{1,64}")
 CHUNK = 1024 * 1024
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class StoreUnavailable(RuntimeError):
@@ -94,7 +96,10 @@ class ObjectStore:
             except (ServerError, *_CONNECTION_ERRORS) as exc:
                 if attempt + 1 == self.attempts:
                     raise StoreUnavailable(f"the object store cannot be reached: {exc}") from exc
-                time.sleep(self.backoff_s * 2**attempt)
+                delay = self.backoff_s * 2**attempt
+                log.warning("object store call failed (attempt %d of %d), retrying in %.1fs: %s",
+                            attempt + 1, self.attempts, delay, exc)
+                time.sleep(delay)
         raise AssertionError("unreachable")
 
     def ensure_bucket(self) -> None:
