@@ -63,7 +63,12 @@ def train_job(job_id: str) -> None:
     log.info("job %s: attempt %d as %s", job_id, attempt, worker_id)
     control = JobControl(job_id, worker_id, settings, engine, get_stream(settings))
     with Heartbeat(control, settings.heartbeat_s):
-        status, fields = _train(job_id, spec, settings, control)
+        try:
+            status, fields = _train(job_id, spec, settings, control)
+        except SERVICE_ERRORS as exc:
+            if attempt < settings.max_attempts:
+                raise  # given back: retried with backoff, resuming from resume.pt
+            status, fields = JobStatus.failed, {"error": service_failure(exc, attempt)}
     if status is None:
         log.warning("job %s: lost its lease to another worker; stopped without finishing it", job_id)
         return
@@ -115,6 +120,14 @@ def failure(exc: Exception) -> dict[str, str]:
         if isinstance(exc, kind):
             return {"code": code, "message": message(exc)}
     return {"code": "training_failed", "message": f"training stopped with {type(exc).__name__}: {exc}"}
+
+
+def service_failure(exc: Exception, attempts: int) -> dict[str, str]:
+    """The error of a job failed because a service stayed down through its last attempt."""
+    part, code = ("object store", "store_unavailable") if isinstance(exc, StoreUnavailable) else \
+        ("database", "database_unavailable")
+    return {"code": code, "message": f"the {part} could not be reached in any of {attempts} attempts ({exc}); "
+                                     "submit the job again once it is back (GET /readyz tells)"}
 
 
 class JobControl(Callback):
