@@ -158,12 +158,12 @@ def reliability_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def make_stack(service_env: dict[str, str], reliability_data_dir: Path,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Stack]]:
-    """make_stack(**NOISYFIT_overrides) → a Stack with its API started (workers on demand)."""
+    """make_stack(env={NOISYFIT_X: ...}, x=...) → a Stack with its API started (workers on demand)."""
     stacks: list[Stack] = []
 
-    def make(api: bool = True, **overrides: str) -> Stack:
+    def make(api: bool = True, env: dict[str, str] | None = None, **overrides: str) -> Stack:
         name = f"s{len(stacks)}{secrets.token_hex(2)}"
-        env = {
+        full = {
             **os.environ, **service_env,
             "NOISYFIT_REDIS_KEY_PREFIX": f"{service_env['NOISYFIT_REDIS_KEY_PREFIX']}{name}:",
             "NOISYFIT_DATA_DIR": str(reliability_data_dir),
@@ -173,9 +173,10 @@ def make_stack(service_env: dict[str, str], reliability_data_dir: Path,
             "NOISYFIT_REAPER_INTERVAL_S": "1",
             "NOISYFIT_MAX_ATTEMPTS": "3",
             "PYTHONUNBUFFERED": "1",
+            **(env or {}),
             **{f"NOISYFIT_{k.upper()}": str(v) for k, v in overrides.items()},
         }
-        stack = Stack(name, env, tmp_path_factory.mktemp(name), service_env["NOISYFIT_ADMIN_TOKEN"])
+        stack = Stack(name, full, tmp_path_factory.mktemp(name), service_env["NOISYFIT_ADMIN_TOKEN"])
         stacks.append(stack)
         if api:
             stack.start_api()
@@ -201,3 +202,35 @@ def events_of(http: httpx.Client, job_id: str) -> list[dict[str, Any]]:
     response = http.get(f"/v1/jobs/{job_id}/metrics", params={"limit": 1000})
     response.raise_for_status()
     return response.json()["events"]
+
+
+class S3Process:
+    """An `rclone serve s3` of one test over its own folder, stopped and started again on the
+    same port and folder (an object store outage)."""
+
+    def __init__(self, folder: Path, name: str = "rclone"):
+        self.folder, self.name = folder, name
+        self.root = folder / "s3-root"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.key, self.secret = "nf-rel", secrets.token_hex(12)
+        self.process: Process | None = None
+        self.starts = 0
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"NOISYFIT_S3_ENDPOINT": f"127.0.0.1:{self.port}", "NOISYFIT_S3_ACCESS_KEY": self.key,
+                "NOISYFIT_S3_SECRET_KEY": self.secret}
+
+    def start(self) -> None:
+        rclone = Path(sys.executable).parent / "rclone"
+        self.starts += 1
+        self.process = start(f"{self.name}{self.starts}", [
+            str(rclone), "serve", "s3", "--addr", f"127.0.0.1:{self.port}", "--auth-key", f"{self.key},{self.secret}",
+            "--config", "/dev/null", str(self.root)], dict(os.environ), self.folder)
+        wait_for_port(self.port, self.process.process)
+
+    def stop(self) -> None:
+        """kill -9: the store vanishes at once, mid-request if one is under way."""
+        if self.process is not None:
+            self.process.kill()
