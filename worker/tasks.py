@@ -24,10 +24,10 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from shared import jobs
+from shared.dataset_service import fetch_dataset
 from shared.db import get_engine
 from shared.models import Job, JobStatus
 from shared.settings import Settings, get_settings
-from shared.dataset_service import fetch_dataset
 from shared.store import ObjectMissing, StoreUnavailable, get_store
 from shared.stream import MetricsStream, StreamUnavailable, get_stream
 from worker.datasets import UPLOADED_PREFIX, DatasetError, uploaded_path
