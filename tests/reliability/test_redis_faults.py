@@ -1,0 +1,121 @@
+"""Redis down, for real: the test's own `redis-server` (the machine's Redis is shared, so it is
+never touched) is killed -9 under a live API and started again on the same port and folder.
+
+Promises: while Redis is down, job status and lists still answer (they come from the
+database); the metrics and event routes answer 503 with a JSON error that says so; a
+submission answers 503 and leaves no job behind; /readyz names Redis. Once Redis is back,
+submissions work again and the event stream resumes from the client's Last-Event-ID with
+nothing lost and nothing repeated.
+"""
+
+import json
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from client.http import parse_sse
+from tests.conftest import free_port, wait_for_port
+from tests.e2e.conftest import Process, start, wait_until
+from tests.reliability.conftest import TINY_SPEC, Stack, job_of
+
+REDIS_SERVER = shutil.which("redis-server")
+pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="needs the redis-server binary")
+
+
+class RedisProcess:
+    def __init__(self, folder: Path):
+        self.folder, self.port = folder, free_port()
+        self.process: Process | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.starts += 1
+        self.process = start(f"redis{self.starts}", [
+            REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
+            "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--protected-mode", "no"],
+            {}, self.folder)
+        wait_for_port(self.port, self.process.process)
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    server = RedisProcess(tmp_path_factory.mktemp("own-redis"))
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture(scope="module")
+def stack(make_stack: Any, redis_server: RedisProcess) -> Stack:
+    return make_stack(env={"NOISYFIT_REDIS_URL": redis_server.url})
+
+
+class Follower:
+    """GET /v1/jobs/{id}/events in a thread, from a Last-Event-ID."""
+
+    def __init__(self, http: httpx.Client, job_id: str, last_id: str | None = None):
+        self.events: list[dict[str, Any]] = []
+        self.error: BaseException | None = None
+        headers = {"Last-Event-ID": last_id} if last_id else {}
+        self.thread = threading.Thread(target=self._read, args=(http, job_id, headers), daemon=True)
+        self.thread.start()
+
+    def _read(self, http: httpx.Client, job_id: str, headers: dict[str, str]) -> None:
+        try:
+            with http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers,
+                             timeout=httpx.Timeout(30, read=60)) as response:
+                response.raise_for_status()
+                for message in parse_sse(response.iter_lines()):
+                    if message.data:
+                        self.events.append(json.loads(message.data))
+        except BaseException as exc:
+            self.error = exc
+
+    def ended(self) -> bool:
+        return not self.thread.is_alive()
+
+
+def test_redis_down_status_answers_streams_503_then_resume(stack: Stack, redis_server: RedisProcess) -> None:
+    http = stack.client("redis-down")
+    job_id = http.post("/v1/jobs", json=TINY_SPEC).json()["id"]
+    live = Follower(http, job_id)
+    wait_until(lambda: live.events, 30, "the queued event")
+    jobs_before = len(http.get("/v1/jobs").json()["jobs"])
+
+    redis_server.kill()
+    wait_until(live.ended, 30, "the open event stream to end")  # ends cleanly; the client reconnects
+    assert job_of(http, job_id)["status"] == "queued"
+    assert http.get("/v1/jobs").status_code == 200
+    for route in (f"/v1/jobs/{job_id}/metrics", f"/v1/jobs/{job_id}/events"):
+        response = http.get(route)
+        assert response.status_code == 503, (route, response.text)
+        error = response.json()["error"]
+        assert error["code"] == "stream_unavailable" and "GET /v1/jobs/" in error["message"], error
+    refused = http.post("/v1/jobs", json={**TINY_SPEC, "seed": 1})
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "queue_unavailable", refused.text
+    assert len(http.get("/v1/jobs").json()["jobs"]) == jobs_before, "a refused submission left a job behind"
+    ready = httpx.get(f"{stack.url}/readyz", timeout=30)
+    assert ready.status_code == 503 and ready.json()["checks"]["redis"] != "ok"
+
+    redis_server.start()  # same port, same folder (append-only file): the stream is still there
+    wait_until(lambda: httpx.get(f"{stack.url}/readyz", timeout=30).status_code == 200, 30, "readiness")
+    resumed = Follower(http, job_id, last_id=live.events[-1]["id"])
+    assert http.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+    wait_until(resumed.ended, 30, "the resumed stream to end with `done`")
+    assert resumed.error is None, resumed.error
+    assert [(e["type"], e.get("status")) for e in resumed.events] == [("status", "cancelled"), ("done", "cancelled")]
+    seen = [e["id"] for e in live.events + resumed.events]
+    assert seen == sorted(set(seen), key=lambda i: tuple(map(int, i.split("-")))), "events lost or repeated"
+    assert http.post("/v1/jobs", json={**TINY_SPEC, "seed": 2}).status_code == 201  # the queue is back too
