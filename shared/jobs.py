@@ -7,6 +7,7 @@ workers, a late message or a duplicate delivery can never move a job twice:
       ^                          │
       └──────requeue_stale───────┘   (lease lapsed: the worker died; failed after max_attempts)
     queued ──request_cancel──> cancelled;  running ──request_cancel──> cancel_requested flag
+    succeeded | failed | cancelled ──delete_job──> gone (artifacts, stream, row)
 
 Functions take an open Session and commit their own change. Status changes are announced on
 the job's metrics stream (`status` events, and `done` once finished), best-effort.
@@ -31,7 +32,7 @@ from shared.models import ACTIVE, FINISHED, Dataset, Job, JobStatus, utcnow
 from shared.queue import send_train
 from shared.settings import Settings
 from shared.spec import DataInfo, JobSpec, SpecError, resolve_spec
-from shared.store import JOB_ID, ObjectMissing, ObjectStore, artifact_key
+from shared.store import JOB_ID, ObjectMissing, ObjectStore, artifact_key, job_prefix
 from shared.stream import MetricsStream, StreamUnavailable, get_stream, stream_id
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,10 @@ class IdempotencyConflict(Conflict):
 
 class JobFinished(Conflict):
     code = "job_finished"
+
+
+class JobActive(Conflict):
+    code = "job_active"
 
 
 class LimitError(ServiceError):
@@ -185,6 +190,19 @@ def request_cancel(session: Session, user_id: int, job_id: str, settings: Settin
     if job.status in (JobStatus.succeeded, JobStatus.failed):
         raise JobFinished(f"job {job_id} already {job.status}; there is nothing to cancel")
     return job
+
+
+def delete_job(session: Session, user_id: int, job_id: str, *, store: ObjectStore, stream: MetricsStream) -> None:
+    """Delete a finished job: its artifacts, its metrics stream, and last its row, so that a
+    store or Redis failure part-way leaves the job listed and deleting it again completes."""
+    job = get_job(session, user_id, job_id)
+    if job.status not in FINISHED:
+        raise JobActive(f"job {job_id} is {job.status}; cancel it first (POST /v1/jobs/{job_id}/cancel), "
+                        "then delete it once it is cancelled")
+    store.delete_prefix(job_prefix(job_id))
+    stream.delete(job_id)
+    session.execute(delete(Job).where(Job.id == job_id, col(Job.status).in_(FINISHED)))
+    session.commit()
 
 
 def read_metrics(

@@ -55,6 +55,14 @@ def get_job(job_id: JobId, user: CurrentUser, session: SessionDep) -> JobOut:
     return JobOut.of(jobs.get_job(session, user.id, job_id))
 
 
+@router.delete("/{job_id}", status_code=204, response_class=Response,
+               responses={409: {"model": ErrorOut}, 503: {"model": ErrorOut}})
+def delete_job(job_id: JobId, user: CurrentUser, session: SessionDep, store: StoreDep, stream: StreamDep) -> Response:
+    """Delete a finished job with its artifacts and metrics (409 while it is queued or running)."""
+    jobs.delete_job(session, user.id, job_id, store=store, stream=stream)
+    return Response(status_code=204)
+
+
 @router.post("/{job_id}/cancel", response_model=JobOut, responses={409: {"model": ErrorOut}})
 def cancel_job(job_id: JobId, user: CurrentUser, session: SessionDep, settings: SettingsDep) -> JobOut:
     """A queued job is cancelled at once; a running one stops at its worker's next check
