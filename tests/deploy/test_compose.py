@@ -108,7 +108,8 @@ def test_api_and_worker_share_one_configuration(compose):
 
 
 def test_settings_parse_the_compose_environment(compose):
-    settings = Settings(**{k.removeprefix("NOISYFIT_").lower(): v for k, v in compose["services"]["api"]["environment"].items()})
+    environment = compose["services"]["api"]["environment"]
+    settings = Settings(**{key.removeprefix("NOISYFIT_").lower(): value for key, value in environment.items()})
     assert settings.database_url.startswith("postgresql")
     assert settings.s3_secure is False and settings.allow_download is True
 
@@ -116,9 +117,8 @@ def test_settings_parse_the_compose_environment(compose):
 def test_the_settings_point_at_the_services_of_the_stack(compose):
     services, environment = compose["services"], compose["services"]["api"]["environment"]
     postgres = services["postgres"]["environment"]
-    assert environment["NOISYFIT_DATABASE_URL"] == (
-        f"postgresql+psycopg2://{postgres['POSTGRES_USER']}:{postgres['POSTGRES_PASSWORD']}@postgres:5432/{postgres['POSTGRES_DB']}"
-    )
+    user, password, database = postgres["POSTGRES_USER"], postgres["POSTGRES_PASSWORD"], postgres["POSTGRES_DB"]
+    assert environment["NOISYFIT_DATABASE_URL"] == f"postgresql+psycopg2://{user}:{password}@postgres:5432/{database}"
     assert environment["NOISYFIT_REDIS_URL"].startswith("redis://redis:6379/")
     assert environment["NOISYFIT_S3_ENDPOINT"] == "minio:9000"
     minio = services["minio"]["environment"]

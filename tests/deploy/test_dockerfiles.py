@@ -1,6 +1,10 @@
 """Dockerfile.api, Dockerfile.worker and .dockerignore against the design's promises."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 import tomllib
 
 from tests.deploy.conftest import ROOT, dockerfile_instructions
@@ -8,6 +12,11 @@ from tests.deploy.conftest import ROOT, dockerfile_instructions
 
 def runs(name: str) -> list[str]:
     return [args for instruction, args in dockerfile_instructions(name) if instruction == "RUN"]
+
+
+def copied(name: str) -> list[str]:
+    """The sources of the Dockerfile's COPY instructions."""
+    return [args.split()[0] for instruction, args in dockerfile_instructions(name) if instruction == "COPY"]
 
 
 def test_the_api_image_never_installs_torch():
@@ -20,8 +29,7 @@ def test_the_api_image_never_installs_torch():
 
 
 def test_the_api_image_holds_no_training_code():
-    copied = [args.split()[0] for instruction, args in dockerfile_instructions("Dockerfile.api") if instruction == "COPY"]
-    assert "worker" not in copied
+    assert "worker" not in copied("Dockerfile.api")
 
 
 def test_the_worker_image_installs_the_worker_extra():
@@ -45,3 +53,27 @@ def test_images_run_as_an_unprivileged_user():
 def test_build_context_leaves_out_local_state():
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".git", ".venv", "var"} <= ignored
+
+
+def test_the_api_starts_from_what_its_image_copies_without_torch_or_worker(tmp_path):
+    """A copy of just the folders Dockerfile.api copies imports api.main with torch and worker/ unreachable."""
+    for name in copied("Dockerfile.api"):
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    blocker = (  # the project's packages only from the copy (not the checkout), torch never
+        "import os, sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        top = name.split('.')[0]\n"
+        "        ours = top in ('api', 'shared', 'worker', 'client')\n"
+        "        if top in ('torch', 'torchvision') or ours and not os.path.isdir(top):\n"
+        "            raise ImportError(f'{name} is not in the API image')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "sys.path.insert(0, '.')\n"
+        "import api.main\n"
+        "assert api.main.app.title == 'noisyfit'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", blocker], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={k: v for k, v in os.environ.items() if not k.startswith("NOISYFIT_")})
+    assert done.returncode == 0, done.stderr

@@ -28,8 +28,9 @@ def listening(port: int) -> bool:
 def test_devstack_runs_the_service_and_stops_everything_on_ctrl_c(tmp_path):
     """Nothing answers at NOISYFIT_REDIS_URL, so it starts redis-server too; SQLite and rclone S3 by default."""
     port, s3_port, redis_port = free_port(), free_port(), free_port()
+    args = ["--port", str(port), "--s3-port", str(s3_port), "--state", str(tmp_path)]
     stack = subprocess.Popen(
-        [sys.executable, "scripts/devstack.py", "--port", str(port), "--s3-port", str(s3_port), "--state", str(tmp_path)],
+        [sys.executable, "scripts/devstack.py", *args],
         cwd=ROOT, env=devstack_env(NOISYFIT_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0"),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
