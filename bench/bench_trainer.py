@@ -1,8 +1,8 @@
 """Training throughput: a plain DataLoader loop, as the paper's authors train, against our trainer.
 
 Both train the same model on the same samples with the same optimizer, schedule, gradient
-clipping, loss and batch size, in fp32. The baseline reads samples one by one through a
-torchvision-style Dataset (uint8 array → PIL image → per-sample transforms → collate); ours keeps
+clipping, loss and batch size, in fp32. The baseline reads samples one by one through
+torchvision's dataset code (uint8 array → PIL image → per-sample transforms → collate); ours keeps
 the data set on the device and augments whole batches (worker/trainer.py). Only the training
 passes are timed; both evaluate nothing in between (ours evaluates, untimed).
 
@@ -18,11 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+import torchvision
 import torchvision.transforms as T
-from PIL import Image
 from torch import nn
+from torch.utils.data import Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -36,24 +36,26 @@ from worker.trainer import SCHEDULES, PreparedData, train  # noqa: E402
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
-class PerSampleDataset(torch.utils.data.Dataset):
-    """What torchvision's MNIST and CIFAR10 datasets do per item: array → PIL → transform."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: T.Compose):
-        self.images = images.permute(0, 2, 3, 1).squeeze(-1).numpy()  # HW or HWC, as torchvision keeps them
-        self.labels = labels.tolist()
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.transform(Image.fromarray(self.images[i])), self.labels[i]
+def torchvision_dataset(images: torch.Tensor, labels: torch.Tensor, transform: T.Compose) -> Dataset:
+    """torchvision's own FashionMNIST / CIFAR10 dataset over our arrays: their per-item code
+    (array → PIL image → transform), without their files."""
+    if images.shape[1] == 1:
+        dataset = object.__new__(torchvision.datasets.FashionMNIST)
+        dataset.data, dataset.targets = images[:, 0], labels  # as torchvision keeps them
+    else:
+        dataset = object.__new__(torchvision.datasets.CIFAR10)
+        dataset.data, dataset.targets = images.permute(0, 2, 3, 1).numpy(), labels.tolist()
+    dataset.transform, dataset.target_transform = transform, None
+    return dataset
 
 
 def baseline_transform(spec: dict, mean: tuple, std: tuple) -> T.Compose:
     steps = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] if spec["augment"] == "crop-flip" else []
     return T.Compose([*steps, T.ToTensor(), T.Normalize(mean, std)])
+
+
+def top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return (logits.argmax(1) == labels).float().mean().item()
 
 
 def baseline(spec: dict, data: PreparedData, device: str, workers: int) -> list[float]:
@@ -67,21 +69,23 @@ def baseline(spec: dict, data: PreparedData, device: str, workers: int) -> list[
     scheduler = SCHEDULES[spec["schedule"]](optimizer, spec)
     beta = {} if spec["beta"] is None else {"beta": spec["beta"]}
     loss_fn = make_loss(spec["loss"], data.num_classes, alpha=spec["alpha"], **beta, **spec["loss_params"])
-    dataset = PerSampleDataset(data.x_train, data.y_train, baseline_transform(spec, data.mean, data.std))
+    dataset = torchvision_dataset(data.x_train, data.y_train, baseline_transform(spec, data.mean, data.std))
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=spec["batch_size"], shuffle=True, num_workers=workers, pin_memory=device == "cuda"
     )
-    rates = []
+    rates, meters = [], []
     for _ in range(spec["epochs"]):
         model.train()
         started = time.perf_counter()
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = loss_fn(model(x), y)
+            logits = model(x)
+            loss = loss_fn(logits, y)
             optimizer.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), spec["grad_clip"])
             optimizer.step()
+            meters.append((loss.item(), top1(logits, y)))  # the authors log loss and accuracy per step
         if device == "cuda":
             torch.cuda.synchronize()
         rates.append(len(dataset) / (time.perf_counter() - started))

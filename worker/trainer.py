@@ -212,6 +212,9 @@ def new_state(spec: dict[str, Any], data: PreparedData, device: torch.device) ->
     torch.manual_seed(spec["seed"])
     model = build_model(spec["model"], data.num_classes, data.in_channels, data.image_size)
     model = model.to(device, memory_format=torch.channels_last)  # ~1.25× on CPU for cnn4 (bench/README.md)
+    for module in model.modules():
+        if isinstance(module, nn.Flatten):
+            module.register_forward_pre_hook(_channels_last_grad)
     optimizer = torch.optim.SGD(
         model.parameters(),
         lr=spec["lr"],
@@ -263,6 +266,26 @@ def train_epoch(
     train_loss = loss_sum.item() / n  # waits for the device, so the time below is honest
     seconds = time.perf_counter() - started
     return {"epoch": epoch, "train_loss": train_loss, "lr": lr, "samples_per_second": n / seconds}
+
+
+class ChannelsLastGrad(torch.autograd.Function):
+    """The identity, whose gradient comes back channels_last like its input.
+
+    nn.Flatten hands a channels_last activation an NCHW gradient, and max-pool's backward with
+    mixed memory formats copies both ways: about 3× slower on CPU. Values are unchanged."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        return grad.contiguous(memory_format=torch.channels_last)
+
+
+def _channels_last_grad(module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...] | None:
+    x = args[0]
+    return (ChannelsLastGrad.apply(x),) if x.dim() == 4 and x.requires_grad else None
 
 
 def evaluate_epoch(model: nn.Module, data: PreparedData, spec: dict[str, Any]) -> dict[str, Any]:
