@@ -221,6 +221,7 @@ def new_state(spec: dict[str, Any], data: PreparedData, device: torch.device) ->
         momentum=spec["momentum"],
         nesterov=spec["nesterov"],
         weight_decay=spec["weight_decay"],
+        foreach=True,  # CPU defaults to a Python loop over tensors; same values, ~3% faster for cnn4
     )
     return TrainState(spec, model, optimizer, SCHEDULES[spec["schedule"]](optimizer, spec))
 
@@ -254,7 +255,7 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         objective.backward()
         if spec["grad_clip"] > 0:
-            nn.utils.clip_grad_norm_(params, spec["grad_clip"])
+            nn.utils.clip_grad_norm_(params, spec["grad_clip"], foreach=True)
         optimizer.step()
         state.step += 1
         loss_sum += loss.detach() * len(y)
