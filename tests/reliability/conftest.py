@@ -10,9 +10,11 @@
   kill -9 them; a Redis key prefix of its own, a 3 s lease and a 1 s reaper.
 """
 
+import json
 import os
 import secrets
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
+from client.http import parse_sse
 from shared.db import get_engine
 from shared.models import ApiKey
 from shared.settings import Settings
@@ -234,3 +237,28 @@ class S3Process:
         """kill -9: the store vanishes at once, mid-request if one is under way."""
         if self.process is not None:
             self.process.kill()
+
+
+class Follower:
+    """GET /v1/jobs/{id}/events in a thread, from a Last-Event-ID."""
+
+    def __init__(self, http: httpx.Client, job_id: str, last_id: str | None = None):
+        self.events: list[dict[str, Any]] = []
+        self.error: BaseException | None = None
+        headers = {"Last-Event-ID": last_id} if last_id else {}
+        self.thread = threading.Thread(target=self._read, args=(http, job_id, headers), daemon=True)
+        self.thread.start()
+
+    def _read(self, http: httpx.Client, job_id: str, headers: dict[str, str]) -> None:
+        try:
+            with http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers,
+                             timeout=httpx.Timeout(30, read=60)) as response:
+                response.raise_for_status()
+                for message in parse_sse(response.iter_lines()):
+                    if message.data:
+                        self.events.append(json.loads(message.data))
+        except BaseException as exc:
+            self.error = exc
+
+    def ended(self) -> bool:
+        return not self.thread.is_alive()

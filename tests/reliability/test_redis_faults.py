@@ -8,19 +8,16 @@ submissions work again and the event stream resumes from the client's Last-Event
 nothing lost and nothing repeated.
 """
 
-import json
 import shutil
-import threading
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from client.http import parse_sse
 from tests.conftest import free_port, wait_for_port
 from tests.e2e.conftest import Process, start, wait_until
-from tests.reliability.conftest import TINY_SPEC, Stack, job_of
+from tests.reliability.conftest import TINY_SPEC, Follower, Stack, job_of
 
 REDIS_SERVER = shutil.which("redis-server")
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="needs the redis-server binary")
@@ -60,31 +57,6 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
 @pytest.fixture(scope="module")
 def stack(make_stack: Any, redis_server: RedisProcess) -> Stack:
     return make_stack(env={"NOISYFIT_REDIS_URL": redis_server.url})
-
-
-class Follower:
-    """GET /v1/jobs/{id}/events in a thread, from a Last-Event-ID."""
-
-    def __init__(self, http: httpx.Client, job_id: str, last_id: str | None = None):
-        self.events: list[dict[str, Any]] = []
-        self.error: BaseException | None = None
-        headers = {"Last-Event-ID": last_id} if last_id else {}
-        self.thread = threading.Thread(target=self._read, args=(http, job_id, headers), daemon=True)
-        self.thread.start()
-
-    def _read(self, http: httpx.Client, job_id: str, headers: dict[str, str]) -> None:
-        try:
-            with http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers,
-                             timeout=httpx.Timeout(30, read=60)) as response:
-                response.raise_for_status()
-                for message in parse_sse(response.iter_lines()):
-                    if message.data:
-                        self.events.append(json.loads(message.data))
-        except BaseException as exc:
-            self.error = exc
-
-    def ended(self) -> bool:
-        return not self.thread.is_alive()
 
 
 def test_redis_down_status_answers_streams_503_then_resume(stack: Stack, redis_server: RedisProcess) -> None:
