@@ -98,3 +98,20 @@ def test_a_store_that_stays_down_fails_the_job_with_a_clear_error(stack: Stack, 
     assert not {"checkpoint.pt", "result.json"} & names, names
     done = [e for e in events_of(http, job_id) if e["type"] == "done"]
     assert len(done) == 1 and done[0]["status"] == "failed"
+
+
+def test_deleting_a_job_while_the_store_is_down_keeps_it_listed_until_a_retry_completes(
+    stack: Stack, s3: S3Process
+) -> None:
+    http = stack.client("delete-outage")
+    job_id = http.post("/v1/jobs", json=SPEC).json()["id"]
+    http.post(f"/v1/jobs/{job_id}/cancel")
+    s3.stop()
+    try:
+        refused = http.delete(f"/v1/jobs/{job_id}")
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "store_unavailable", refused.text
+        assert job_of(http, job_id)["status"] == "cancelled", "the row goes last"
+    finally:
+        s3.start()
+    assert http.delete(f"/v1/jobs/{job_id}").status_code == 204
+    assert http.get(f"/v1/jobs/{job_id}").status_code == 404
