@@ -6,7 +6,6 @@ import asyncio
 import importlib.util
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import httpx
