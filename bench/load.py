@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                 started.append(_start([sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "train",
                                        "-c", "1", "--loglevel", "warning"], log))
             url = f"http://127.0.0.1:{port}"
-            _wait_healthy(url)
+            _wait_healthy(url, started[0])
         report = asyncio.run(run_load(url, args.admin_token, args.jobs, args.concurrency, args.polls,
                                       args.database_url, cancel=not args.keep))
     finally:
@@ -230,9 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if report.problems() else 0
 
 
-def _wait_healthy(url: str, timeout_s: float = 60) -> None:
+def _wait_healthy(url: str, api: subprocess.Popen, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if api.poll() is not None:
+            raise RuntimeError(f"the API exited with {api.returncode}; see var/bench-load.log")
         try:
             if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
                 return
