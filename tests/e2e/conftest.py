@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from client.http import parse_sse
+from shared.settings import Settings
 from tests.conftest import ROOT, Headers, free_port, wait_for_port
 
 # Small enough for two shared CPU cores: one epoch of 1000 samples and a 10 000-image test pass.
@@ -79,10 +80,12 @@ def start(name: str, args: list[str], env: dict[str, str], folder: Path) -> Proc
 
 @pytest.fixture(scope="session")
 def e2e_env(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """The environment of the API and worker processes."""
+    """The environment of the API and worker processes. Their own Redis key prefix keeps their
+    queue apart from the jobs other suites leave queued on the session's."""
     return {
         **os.environ,
         **service_env,
+        "NOISYFIT_REDIS_KEY_PREFIX": f"{service_env['NOISYFIT_REDIS_KEY_PREFIX']}e2e:",
         "NOISYFIT_DATA_DIR": str(tmp_path_factory.mktemp("data")),
         "NOISYFIT_ALLOW_DOWNLOAD": "false",
         "NOISYFIT_LEASE_TTL_S": str(LEASE_TTL_S),
@@ -90,6 +93,13 @@ def e2e_env(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactor
         "NOISYFIT_REAPER_INTERVAL_S": "1",
         "PYTHONUNBUFFERED": "1",
     }
+
+
+@pytest.fixture(scope="session")
+def e2e_settings(e2e_env: dict[str, str]) -> Settings:
+    """The settings of the API and worker processes."""
+    fields = {key.removeprefix("NOISYFIT_").lower(): value for key, value in e2e_env.items()}
+    return Settings(**{name: value for name, value in fields.items() if name in Settings.model_fields})
 
 
 @pytest.fixture(scope="session")

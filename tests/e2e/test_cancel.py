@@ -5,9 +5,9 @@ import time
 
 import torch
 
-from tests.e2e.conftest import get_job, metrics, submit, wait_for_event, wait_for_status, wait_until
 from shared.queue import queue_key
 from shared.stream import redis_client
+from tests.e2e.conftest import get_job, metrics, submit, wait_for_event, wait_for_status, wait_until
 
 LONG = {"epochs": 30}  # far longer than any test waits: it only ends by being cancelled
 
@@ -47,7 +47,7 @@ def test_cancelling_a_running_job_stops_it_at_a_step_check_and_keeps_its_resume_
     assert get_job(http, job["id"])["status"] == "cancelled", "a cancelled job stays cancelled"
 
 
-def test_a_cancelled_queued_job_never_runs(http, worker, settings):
+def test_a_cancelled_queued_job_never_runs(http, worker, e2e_settings):
     busy = submit(http, **LONG)  # holds the only worker, so the next job waits in the queue
     wait_for_status(http, busy["id"], {"running"})
     queued = submit(http)
@@ -58,8 +58,8 @@ def test_a_cancelled_queued_job_never_runs(http, worker, settings):
 
     cancel(http, busy["id"])  # frees the worker, which then takes the cancelled job's message
     wait_for_status(http, busy["id"], {"cancelled"}, timeout_s=60)
-    queue = redis_client(settings.redis_url)
-    wait_until(lambda: queue.llen(queue_key(settings)) == 0, 60, "the worker to take the queued message")
+    queue = redis_client(e2e_settings.redis_url)
+    wait_until(lambda: queue.llen(queue_key(e2e_settings)) == 0, 60, "the worker to take the queued message")
     time.sleep(3)  # time enough for a (wrong) start: loading the data set alone takes longer
 
     job = get_job(http, queued["id"])
