@@ -21,16 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg2
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 from client.http import parse_sse
 from shared.db import get_engine
 from shared.models import ApiKey
 from shared.settings import Settings
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import PG_ADMIN_DSN, free_port, wait_for_port
 from tests.e2e.conftest import Process, start, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,13 +163,22 @@ def reliability_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def make_stack(service_env: dict[str, str], reliability_data_dir: Path,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Stack]]:
-    """make_stack(env={NOISYFIT_X: ...}, x=...) → a Stack with its API started (workers on demand)."""
+    """make_stack(env={NOISYFIT_X: ...}, x=...) → a Stack with its API started (workers on demand).
+
+    Each stack has a database of its own: an API's reaper requeues every stale job of its
+    database onto its own queue, so stacks sharing one would train each other's jobs."""
     stacks: list[Stack] = []
+    databases: list[str] = []
 
     def make(api: bool = True, env: dict[str, str] | None = None, **overrides: str) -> Stack:
         name = f"s{len(stacks)}{secrets.token_hex(2)}"
+        database = make_url(service_env["NOISYFIT_DATABASE_URL"])
+        database = database.set(database=f"{database.database}_{name}")
+        _pg_admin(f'CREATE DATABASE "{database.database}"')
+        databases.append(database.database)
         full = {
             **os.environ, **service_env,
+            "NOISYFIT_DATABASE_URL": database.render_as_string(hide_password=False),
             "NOISYFIT_REDIS_KEY_PREFIX": f"{service_env['NOISYFIT_REDIS_KEY_PREFIX']}{name}:",
             "NOISYFIT_DATA_DIR": str(reliability_data_dir),
             "NOISYFIT_ALLOW_DOWNLOAD": "false",
@@ -188,6 +199,18 @@ def make_stack(service_env: dict[str, str], reliability_data_dir: Path,
     yield make
     for stack in stacks:
         stack.stop()
+    for database in databases:
+        _pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def _pg_admin(statement: str) -> None:
+    connection = psycopg2.connect(PG_ADMIN_DSN)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(statement)
+    finally:
+        connection.close()
 
 
 def job_of(http: httpx.Client, job_id: str) -> dict[str, Any]:
