@@ -127,10 +127,13 @@ def balanced_order(labels: np.ndarray, seed: int) -> np.ndarray:
 
 
 def make_labels(spec: dict[str, Any], dataset: Dataset) -> JobLabels:
-    clean = dataset.y_train.numpy()
+    """Labels to train on: the data set's own (an upload's may already be noisy), plus the
+    spec's synthetic noise. Clean labels are an upload's y_train_clean when it has them."""
+    given = dataset.y_train.numpy()
+    clean = given if dataset.y_train_clean is None else dataset.y_train_clean.numpy()
     noise = spec["noise"]
-    noisy, corrupted = corrupt_labels(
-        clean,
+    noisy, _ = corrupt_labels(
+        given,
         noise["type"],
         num_classes=dataset.num_classes,
         rate=noise["rate"],
@@ -139,6 +142,7 @@ def make_labels(spec: dict[str, Any], dataset: Dataset) -> JobLabels:
         coarse_labels=None if dataset.coarse_train is None else dataset.coarse_train.numpy(),
         matrix=noise.get("matrix"),
     )
+    corrupted = noisy != clean
     n = spec["train_size"] or len(clean)
     order = balanced_order(clean, spec["seed"])[:n]
     n_val = round(spec["validation_split"] * n)
@@ -156,7 +160,7 @@ def prepare_data(dataset: Dataset, labels: JobLabels) -> PreparedData:
         num_classes=dataset.num_classes,
         mean=tuple(dataset.mean),
         std=tuple(dataset.std),
-        y_train_clean=dataset.y_train[train],
+        y_train_clean=torch.from_numpy(labels.clean)[train],
         x_val=dataset.x_train[val] if len(val) else None,
         y_val=noisy[val] if len(val) else None,
     )

@@ -243,3 +243,21 @@ def test_bad_input_exits_2_with_a_message(argv, message, tmp_path, capsys):
 def test_a_missing_spec_file_exits_2(tmp_path, capsys):
     assert cli.main(["train", str(tmp_path / "nope.json"), "--out", str(tmp_path / "o")]) == 2
     assert "cannot read the spec file" in capsys.readouterr().err
+
+
+def test_an_upload_with_known_flips_gets_a_mislabel_ranking_better_than_chance(fashion, tmp_path):
+    """A user's own data set whose labels are already noisy, with y_train_clean: no synthetic
+    noise on top, the corrupted mask is where the two differ, and the ranking finds them."""
+    clean = fashion.y_train.numpy()
+    flipped = np.random.default_rng(1).random(len(clean)) < 0.3
+    noisy = np.where(flipped, (clean + 1) % 10, clean)
+    upload = dataclasses.replace(
+        fashion, name="ds_0test", y_train=torch.from_numpy(noisy), y_train_clean=torch.from_numpy(clean)
+    )
+    spec = spec_for(noise={"type": "none", "rate": 0.0}, loss="nce+rce", epochs=3, train_size=1000)
+    sink = LocalSink(tmp_path)
+    result = run_job(spec, sink, data_dir=None, device="cpu", dataset=upload)
+    with np.load(io.BytesIO(sink.get("noisy_labels.npz")), allow_pickle=False) as npz:
+        assert np.array_equal(npz["noisy"], noisy) and np.array_equal(npz["corrupted"], flipped)
+        chance = npz["corrupted"][npz["train_indices"]].mean()
+    assert result["mislabel_detection"]["precision_at_k"] > chance + 0.2
