@@ -35,7 +35,7 @@ def test_registry_names_are_the_design_ones():
 @pytest.fixture(scope="module")
 def fashion(tmp_path_factory):
     if not (FASHION_DIR / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"the Debian package dataset-fashion-mnist is not installed in {FASHION_DIR}")
+        pytest.fail(f"the Debian package dataset-fashion-mnist is not installed in {FASHION_DIR}: run scripts/setup.sh")
     data_dir = tmp_path_factory.mktemp("data")
     return data_dir, load_dataset("fashion-mnist", data_dir=data_dir)
 

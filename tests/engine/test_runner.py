@@ -34,7 +34,7 @@ ARTIFACTS = {
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     if not (SYSTEM_DATA_DIRS[0] / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip("the Debian package dataset-fashion-mnist is not installed")
+        pytest.fail("the Debian package dataset-fashion-mnist is not installed: run scripts/setup.sh")
     return tmp_path_factory.mktemp("data")
 
 

@@ -31,7 +31,7 @@ TIMING = {"epoch_seconds", "samples_per_second"}
 @pytest.fixture(scope="module")
 def fashion(tmp_path_factory):
     if not (SYSTEM_DATA_DIRS[0] / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip("the Debian package dataset-fashion-mnist is not installed")
+        pytest.fail("the Debian package dataset-fashion-mnist is not installed: run scripts/setup.sh")
     return load_dataset("fashion-mnist", tmp_path_factory.mktemp("data"))
 
 
