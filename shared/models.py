@@ -102,7 +102,6 @@ class Sweep(SQLModel, table=True):
     user_id: int = Field(foreign_key="user.id", index=True)
     base: dict[str, Any] = _json(nullable=False)
     grid: dict[str, Any] = _json(nullable=False)
-    status: str = Field(default="running", max_length=16)
     created_at: datetime = _time(default_factory=utcnow, index=True)
 
 

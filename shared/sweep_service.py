@@ -93,7 +93,7 @@ def create_sweep(
             f"({active} of your {settings.max_active_jobs_per_user} queued or running jobs are taken); "
             "use fewer values or seeds, or wait for running jobs to finish", field="grid",
         )
-    sweep = Sweep(user_id=user_id, base=base, grid=grid, status="queued")
+    sweep = Sweep(user_id=user_id, base=base, grid=grid)
     session.add(sweep)
     session.commit()
     session.refresh(sweep)
