@@ -81,12 +81,14 @@ def sweep_plot(rows: list[dict], x: str = "noise.rate", series: str = "loss") ->
     lines: dict[str, list[dict]] = {}
     for row in rows:
         lines.setdefault(_label(row["cell"], varying, series), []).append(row)
-    for label, members in lines.items():
+    for index, (label, members) in enumerate(lines.items()):
         members.sort(key=lambda r: r["cell"].get(x) if numeric else ticks.index(str(r["cell"].get(x))))
         xs = [r["cell"].get(x) if numeric else ticks.index(str(r["cell"].get(x))) for r in members]
         ys = [100 * r["mean"] for r in members]
         errors = [100 * (r.get("std") or 0.0) for r in members]
-        ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=label or None)
+        # The colour cycle has 10 entries; a dashed line tells the 11th from the 1st.
+        style = "-" if index < 10 else "--"
+        ax.errorbar(xs, ys, yerr=errors, marker="o", linestyle=style, capsize=3, label=label or None)
 
     if not numeric:
         ax.set_xticks(range(len(ticks)), ticks)
