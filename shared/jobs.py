@@ -19,6 +19,7 @@ import json
 import logging
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -265,8 +266,20 @@ def update_progress(session: Session, job_id: str, worker_id: str, epoch: int, e
     return _cas(session, job_id, _held_by(worker_id), progress=_progress(epoch, epochs, metrics))
 
 
-def cancel_requested(session: Session, job_id: str) -> bool:
-    return bool(session.exec(select(Job.cancel_requested).where(Job.id == job_id)).one_or_none())
+@dataclass(frozen=True)
+class Standing:
+    """What a training process asks between steps: may it go on?"""
+
+    held: bool  # its worker still holds the running job's lease
+    cancel_requested: bool
+
+
+def standing(session: Session, job_id: str, worker_id: str) -> Standing:
+    row = session.exec(select(Job.status, Job.lease_owner, Job.cancel_requested).where(Job.id == job_id)).one_or_none()
+    if row is None:
+        return Standing(held=False, cancel_requested=False)
+    status, owner, cancel = row
+    return Standing(held=status == JobStatus.running and owner == worker_id, cancel_requested=bool(cancel))
 
 
 def finish(
