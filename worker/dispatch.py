@@ -80,8 +80,7 @@ def dispatch(job_id: str) -> None:
     if process.exitcode == GIVE_BACK:
         raise GivenBack(f"job {job_id}: a service could not be reached; retried later, resuming from its checkpoint")
     if process.exitcode != 0:
-        log.error("job %s: its training process ended with %s; the job is requeued once its lease lapses",
-                  job_id, _ending(process.exitcode))
+        _report_crash(process.exitcode, job_id, worker_id, engine)
 
 
 class Lease:
@@ -118,10 +117,18 @@ class Lease:
         self._thread.join()
 
 
-def _ending(exitcode: int | None) -> str:
-    if exitcode is not None and exitcode < 0:
-        return f"signal {signal.Signals(-exitcode).name}"
-    return f"exit code {exitcode}"
+def _report_crash(exitcode: int | None, job_id: str, worker_id: str, engine: Engine) -> None:
+    """A training process that ended without saying how (killed, out of memory, crashed)."""
+    ending = f"signal {signal.Signals(-exitcode).name}" if exitcode is not None and exitcode < 0 else \
+        f"exit code {exitcode}"
+    with Session(engine) as session:
+        held = jobs.standing(session, job_id, worker_id).held
+    if held:
+        log.error("job %s: its training process ended with %s; the job is requeued once its lease lapses",
+                  job_id, ending)
+    else:
+        log.warning("job %s: its training process ended with %s, when this worker held the job no longer",
+                    job_id, ending)
 
 
 def _train(job_id: str, worker_id: str, log_level: int) -> None:
