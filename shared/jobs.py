@@ -35,6 +35,7 @@ from shared.settings import Settings
 from shared.spec import DataInfo, JobSpec, SpecError, resolve_spec
 from shared.store import JOB_ID, ObjectMissing, ObjectStore, artifact_key, job_prefix
 from shared.stream import MetricsStream, StreamUnavailable, get_stream, stream_id
+from shared.workers import read_fleet
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,10 @@ class JobFinished(Conflict):
 
 class JobActive(Conflict):
     code = "job_active"
+
+
+class DatasetUnavailable(Conflict):
+    code = "dataset_unavailable"
 
 
 class LimitError(ServiceError):
@@ -110,6 +115,7 @@ def create_job(
         existing = _replay(session, user_id, idempotency_key, request_hash)
         if existing is not None:
             return existing, False
+    require_holder(spec.dataset, settings)
     active = session.exec(
         select(func.count()).select_from(Job).where(Job.user_id == user_id, col(Job.status).in_(ACTIVE))
     ).one()
@@ -137,6 +143,18 @@ def create_job(
         raise QueueUnavailable(f"the job queue cannot be reached, so no job was created; retry later ({exc})")
     _announce(settings, job.id, JobStatus.queued)
     return job, True
+
+
+def require_holder(dataset: str, settings: Settings) -> None:
+    """Refuse a data set that workers are live for but none holds (DatasetUnavailable, with the
+    install step); with no live worker at all, a job is accepted and waits for one."""
+    try:
+        fleet = read_fleet(settings)
+    except StreamUnavailable as exc:
+        raise QueueUnavailable(f"the job queue cannot be reached, so no job was created; retry later ({exc})") from exc
+    message = fleet.unavailable(dataset, settings)
+    if message is not None:
+        raise DatasetUnavailable(message, field="dataset")
 
 
 def parse_spec(spec: JobSpec | dict[str, Any]) -> JobSpec:

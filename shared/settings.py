@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     sse_heartbeat_s: float = 15.0
     # The API requeues running jobs whose lease lapsed this often (0: never; run it elsewhere).
     reaper_interval_s: float = 30.0
+    # A worker reports the data sets it holds this often; three missed reports and it is not live.
+    worker_report_s: float = 10.0
     # Object store calls: connect/read timeouts and attempts on connection errors.
     s3_timeout_s: float = 30.0
     # Presigned URLs name this host instead of s3_endpoint when set (the store as users reach it).

@@ -83,6 +83,8 @@ def create_sweep(
     """Validate every cell, then store the sweep and one queued job per cell; all or nothing."""
     grid = build_grid(base, grid, preset, seeds)
     specs = validate_cells(session, user_id, base, grid)
+    for dataset in sorted({spec["dataset"] for spec in specs}):
+        jobs.require_holder(dataset, settings)
     active = session.exec(
         select(func.count()).select_from(Job).where(Job.user_id == user_id, col(Job.status).in_(ACTIVE))
     ).one()

@@ -12,6 +12,8 @@ from celery import bootsteps
 
 from shared.queue import TRAIN_TASK, make_celery
 from shared.settings import get_settings
+from shared.workers import Reporter
+from worker.data_files import held
 from worker.dispatch import SERVICE_ERRORS, GivenBack, dispatch, start_process_server
 
 app = make_celery(get_settings())
@@ -33,4 +35,16 @@ class ProcessServer(bootsteps.StartStopStep):
         start_process_server()
 
 
-app.steps["worker"].add(ProcessServer)
+class Report(bootsteps.StartStopStep):
+    """While the worker runs, it tells the API which data sets it holds (shared.workers)."""
+
+    def start(self, worker: Any) -> None:
+        settings = get_settings()
+        self.reporter = Reporter(worker.hostname, settings, lambda: held(settings.data_dir, settings.allow_download))
+        self.reporter.start()
+
+    def stop(self, worker: Any) -> None:
+        self.reporter.stop()
+
+
+app.steps["worker"].update({ProcessServer, Report})
