@@ -6,6 +6,7 @@ workers, a late message or a duplicate delivery can never move a job twice:
     queued ──start_attempt──> running ──finish──> succeeded | failed | cancelled
       ^                          │
       └──────requeue_stale───────┘   (lease lapsed: the worker died; failed after max_attempts)
+    queued ──resend_waiting──> queued (its message sent again when no worker took it for long)
     queued ──request_cancel──> cancelled;  running ──request_cancel──> cancel_requested flag
     succeeded | failed | cancelled ──delete_job──> gone (artifacts, stream, row)
 
@@ -30,7 +31,7 @@ from sqlmodel import Session, col, select
 
 from shared.catalog import DATASETS
 from shared.models import ACTIVE, FINISHED, Dataset, Job, JobStatus, utcnow
-from shared.queue import send_train
+from shared.queue import claim_resends, send_train
 from shared.settings import Settings
 from shared.spec import DataInfo, JobSpec, SpecError, resolve_spec
 from shared.store import JOB_ID, ObjectMissing, ObjectStore, artifact_key, job_prefix
@@ -354,6 +355,29 @@ def requeue_stale(
             except Exception:
                 log.exception("could not re-send job %s; it stays queued", job_id)
     return requeued
+
+
+def resend_waiting(
+    session: Session, settings: Settings, now: datetime | None = None,
+    enqueue: Callable[[str], None] | None = None,
+) -> list[str]:
+    """Queued jobs that no worker took within settings.resend_after_s of being queued and of their
+    last send: sent again, as their message may be lost (Redis restarted without persistence, or
+    the API died between storing a job and sending it). A duplicate message is harmless: a worker
+    drops it after one look (start_attempt takes a job once). Returns the re-sent ids."""
+    now = now or utcnow()
+    waiting = session.exec(select(Job.id).where(
+        Job.status == JobStatus.queued, col(Job.updated_at) < now - timedelta(seconds=settings.resend_after_s),
+    ).order_by(col(Job.created_at))).all()
+    resent = []
+    for job_id in claim_resends(list(waiting), settings):
+        try:
+            (enqueue or (lambda i: send_train(i, settings)))(job_id)
+        except Exception:
+            log.exception("could not re-send job %s; it stays queued and is tried again later", job_id)
+            continue
+        resent.append(job_id)
+    return resent
 
 
 # ---------------------------------------------------------------- helpers

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     sse_heartbeat_s: float = 15.0
     # The API requeues running jobs whose lease lapsed this often (0: never; run it elsewhere).
     reaper_interval_s: float = 30.0
+    # A queued job no worker took this long after its message was sent is sent again: the message
+    # may be lost (Redis restarted without persistence, or the API died between storing and
+    # sending). A duplicate costs a worker one database look (start_attempt takes a job once).
+    resend_after_s: float = 600.0
     # A worker reports the data sets it holds this often; three missed reports and it is not live.
     worker_report_s: float = 10.0
     # Object store calls: connect/read timeouts and attempts on connection errors.
