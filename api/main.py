@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
+from fastapi.routing import APIRoute
 from sqlmodel import Session
 
 from api import errors
@@ -60,11 +61,16 @@ async def _reap(settings: Settings) -> None:
             log.exception("requeueing stale jobs failed; trying again later")
 
 
+def operation_id(route: APIRoute) -> str:
+    """The route function's name (`create_job`), not FastAPI's default with the path and method in it."""
+    return route.name
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="noisyfit", version="1.0",
         description="Training as a service for learning with noisy labels (Ma et al., ICML 2020).",
-        lifespan=lifespan, docs_url=None, redoc_url=None,
+        lifespan=lifespan, docs_url=None, redoc_url=None, generate_unique_id_function=operation_id,
     )
     if settings is not None:
         app.dependency_overrides[get_settings] = lambda: settings
