@@ -45,8 +45,8 @@ def final_checkpoint(state: TrainState, data: PreparedData) -> bytes:
     return to_bytes(
         {
             "model": {k: v.detach().cpu().contiguous() for k, v in state.model.state_dict().items()},
-            "spec": state.spec,
-            "model_name": state.spec["model"],
+            "spec": state.spec.to_json(),
+            "model_name": state.spec.model,
             "num_classes": data.num_classes,
             "in_channels": data.in_channels,
             "image_size": list(data.image_size),
