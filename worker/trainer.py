@@ -47,6 +47,7 @@ SCHEDULES = {
     "cosine": lambda opt, spec: CosineAnnealingLR(opt, T_max=spec.epochs, eta_min=spec.lr_min),
     "constant": lambda opt, spec: ConstantLR(opt, factor=1.0, total_iters=0),
 }
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}  # the autocast dtype
 AUGMENTS: dict[str, tuple[str, ...]] = {
     "none": (),
     "crop-flip": ("crop", "flip"),
@@ -249,7 +250,7 @@ def train_epoch(
         batch = {k: v[start:end] for k, v in draws.items() if k != "order"}
         x = normalize(augment(data.x_train[index], batch), mean, std)
         y = data.y_train[index]
-        with torch.autocast(device.type, torch.bfloat16, enabled=spec.precision == "bf16"):
+        with autocast(device, spec.precision):
             logits = model(x)
         loss = loss_fn(logits.float(), y)
         objective = loss + spec.l1 * sum(p.abs().sum() for p in params) if spec.l1 > 0 else loss
@@ -268,6 +269,11 @@ def train_epoch(
     train_loss = loss_sum.item() / n  # waits for the device, so the time below is honest
     seconds = time.perf_counter() - started
     return {"epoch": epoch, "train_loss": train_loss, "lr": lr, "samples_per_second": n / seconds}
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    dtype = PRECISIONS[precision]
+    return torch.autocast(device.type, dtype or torch.float32, enabled=dtype is not None)
 
 
 def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
@@ -342,7 +348,7 @@ def predict(
     losses, predicted, confidence = [], [], []
     for xb, yb in zip(x.split(batch_size), labels.split(batch_size)):
         xb, yb = normalize(xb.to(device), mean, std), yb.to(device)
-        with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
+        with autocast(device, precision):
             logits = model(xb)
         log_p = logits.float().log_softmax(1)
         losses.append(F.nll_loss(log_p, yb, reduction="none"))
