@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from shared.spec import JobSpec, resolve_spec
+from shared.spec import JobSpec, ResolvedSpec, resolve_spec
 from worker import cli
 from worker.checkpoints import load_model
 from worker.datasets import SYSTEM_DATA_DIRS, load_dataset
@@ -45,7 +45,7 @@ def fashion(data_dir):
     return dataclasses.replace(ds, x_test=ds.x_test[:2000], y_test=ds.y_test[:2000])
 
 
-def spec_for(**fields) -> dict:
+def spec_for(**fields) -> ResolvedSpec:
     base = {"dataset": "fashion-mnist", "noise": {"type": "symmetric", "rate": 0.4}, "epochs": 2, "train_size": 600}
     return resolve_spec(JobSpec(**{**base, **fields}))
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shared.spec import JobSpec, resolve_spec
+from shared.spec import JobSpec, ResolvedSpec, resolve_spec
 from worker.checkpoints import read_resume, resume_checkpoint
 from worker.datasets import SYSTEM_DATA_DIRS, load_dataset
 from worker.noise import corrupt_labels
@@ -17,6 +17,7 @@ from worker.trainer import (
     PreparedData,
     ResumeError,
     augment,
+    batch_bounds,
     epoch_draws,
     normalize,
     per_sample_losses,
@@ -43,7 +44,7 @@ def prepared(ds, n: int, n_test: int = 1000, noise: float = 0.0) -> PreparedData
     )
 
 
-def spec_for(**fields) -> dict:
+def spec_for(**fields) -> ResolvedSpec:
     return resolve_spec(JobSpec(dataset="fashion-mnist", **fields))
 
 
@@ -259,3 +260,22 @@ def test_epoch_draws_depend_on_seed_and_epoch_only():
     assert a["shift"].min() >= 0 and a["shift"].max() <= 2 * PAD
     assert a["angle"].abs().max() <= 20
     assert set(epoch_draws(0, 1, 10, "none")) == {"order"}
+
+
+@pytest.mark.parametrize(("n", "batch_size", "sizes"), [(129, 128, [129]), (100, 33, [33, 33, 34]), (64, 32, [32, 32])])
+def test_a_last_batch_of_one_sample_joins_the_one_before(n, batch_size, sizes):
+    assert [end - start for start, end in batch_bounds(n, batch_size)] == sizes
+
+
+def test_training_whose_last_batch_would_hold_one_sample_runs(fashion):
+    """cnn4's BatchNorm1d cannot train on a batch of one: 100 samples in batches of 33."""
+    seen = []
+
+    class Batches(Callback):
+        log_every = 1
+
+        def on_step(self, state, metrics):
+            seen.append(metrics["batches"])
+
+    result = train(spec_for(epochs=1, batch_size=33), prepared(fashion, 100, n_test=100), [Batches()], device="cpu")
+    assert result.epochs_completed == 1 and seen == [3, 3, 3]
