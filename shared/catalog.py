@@ -100,10 +100,13 @@ DATASETS: dict[str, DatasetInfo] = {
 
 A_REFERENCE = -9.210340371976182  # ln(1e-4): the RCE constant of the reference code
 
+# Bounds keep every loss finite in fp32: (a + 1)^q stays below 1e21 for a <= 100, q <= 10.
 POSITIVE = dict(low=0.0, low_open=True)
-GAMMA = ParamRule(0.5, low=0.0)
-Q = ParamRule(0.7, **POSITIVE)
-RCE_A = ParamRule(A_REFERENCE, high=0.0, high_open=True)  # A is the log of what stands in for log 0
+GAMMA = ParamRule(0.5, low=0.0, high=10.0)
+Q = ParamRule(0.7, **POSITIVE, high=1.0)  # GCE's q in (0, 1] (Zhang & Sabuncu, 2018)
+RCE_A = ParamRule(A_REFERENCE, low=-100.0, high=0.0, high_open=True)  # the log of what stands in for log 0
+SHIFT = dict(high=100.0)  # the a of AGCE, AUL, AEL
+POWER = ParamRule(1.5, **POSITIVE, high=10.0)  # the q of AGCE, AUL
 
 LOSSES: dict[str, LossInfo] = {
     "ce": LossInfo("active", False, "CE = -log p_y"),
@@ -142,13 +145,13 @@ LOSSES: dict[str, LossInfo] = {
     ),
     "agce": LossInfo(
         "passive", True, "AGCE = ((a + 1)^q - (a + p_y)^q) / q",
-        {"a": ParamRule(6.0, **POSITIVE), "q": ParamRule(1.5, **POSITIVE)}, "Zhou et al., ICML 2021",
+        {"a": ParamRule(6.0, **POSITIVE, **SHIFT), "q": POWER}, "Zhou et al., ICML 2021",
     ),
     "aul": LossInfo(
         "passive", True, "AUL = ((a - p_y)^q - (a - 1)^q) / q",
-        {"a": ParamRule(6.3, low=1.0, low_open=True), "q": ParamRule(1.5, **POSITIVE)}, "Zhou et al., ICML 2021",
+        {"a": ParamRule(6.3, low=1.0, low_open=True, **SHIFT), "q": POWER}, "Zhou et al., ICML 2021",
     ),
-    "ael": LossInfo("passive", True, "AEL = exp(-p_y / a)", {"a": ParamRule(5.0, **POSITIVE)}, "Zhou et al., ICML 2021"),
+    "ael": LossInfo("passive", True, "AEL = exp(-p_y / a)", {"a": ParamRule(5.0, **POSITIVE, **SHIFT)}, "Zhou et al., ICML 2021"),
 }
 
 # How two terms may be combined into "first+second" = α·first + β·second. Both must be robust.
