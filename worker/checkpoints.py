@@ -60,7 +60,7 @@ def load_model(path_or_bytes: bytes | str | os.PathLike[str], device: str = "cpu
     """The model of a final checkpoint in eval mode, and the rest of the checkpoint as meta.
 
     Inputs are uint8-scale images normalized with meta["mean"], meta["std"]
-    (worker.trainer.normalize does it)."""
+    (worker.trainer.standardize does it)."""
     saved = from_bytes(path_or_bytes)
     meta = {k: v for k, v in saved.items() if k != "model"}
     model = build_model(meta["model_name"], meta["num_classes"], meta["in_channels"], meta["image_size"])

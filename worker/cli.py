@@ -27,7 +27,8 @@ from shared.settings import get_settings
 from shared.errors import SpecError
 from shared.spec import JobSpec, resolve_spec
 from worker.datasets import DatasetError
-from worker.runner import LocalSink, run_job
+from worker.runner import run_job
+from worker.sinks import LocalSink
 from worker.trainer import Callback, ResumeError, TrainState
 
 USAGE_ERROR = 2

@@ -28,66 +28,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
+from worker.sinks import ArtifactSink
 from worker.checkpoints import final_checkpoint, read_resume, resume_checkpoint
-from worker.datasets import Dataset, load_dataset
+from worker.datasets import LoadedData, load_dataset
 from worker.noise import corrupt_labels, noise_report
 from shared.plots import job_plot
 from shared.spec import ResolvedSpec
 from worker.trainer import Callback, PreparedData, TrainState, default_device, per_sample_losses, train
 
 SUBSET_STREAM = 0x5EB5E7  # keeps the subset's draws apart from the noise's, which share the seed
-
-
-class ArtifactSink(Protocol):
-    """Where a job's files go: a local folder here, an object store in the service."""
-
-    def put(self, name: str, data: bytes) -> None: ...
-
-    def get(self, name: str) -> bytes | None: ...
-
-    def list(self) -> list[str]: ...
-
-
-class LocalSink:
-    """A folder; every put is atomic (a temporary file renamed into place)."""
-
-    def __init__(self, folder: str | os.PathLike[str]):
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-
-    def _path(self, name: str) -> Path:
-        path = (self.folder / name).resolve()
-        if not path.is_relative_to(self.folder.resolve()) or path == self.folder.resolve():
-            raise ValueError(f"artifact name {name!r} must stay inside {self.folder}")
-        return path
-
-    def put(self, name: str, data: bytes) -> None:
-        path = self._path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(partial, path)
-        except BaseException:
-            os.unlink(partial)
-            raise
-
-    def get(self, name: str) -> bytes | None:
-        path = self._path(name)
-        return path.read_bytes() if path.is_file() else None
-
-    def list(self) -> list[str]:
-        return sorted(
-            p.relative_to(self.folder).as_posix()
-            for p in self.folder.rglob("*")
-            if p.is_file() and not p.name.endswith(".partial")
-        )
 
 
 @dataclass
@@ -128,7 +82,7 @@ def balanced_order(labels: np.ndarray, seed: int) -> np.ndarray:
     return order[np.argsort((rank + 0.5) / counts[shuffled], kind="stable")]
 
 
-def make_labels(spec: ResolvedSpec, dataset: Dataset) -> JobLabels:
+def make_labels(spec: ResolvedSpec, dataset: LoadedData) -> JobLabels:
     """Labels to train on: the data set's own (an upload's may already be noisy), plus the
     spec's synthetic noise. Clean labels are an upload's y_train_clean when it has them."""
     given = dataset.y_train.numpy()
@@ -151,7 +105,7 @@ def make_labels(spec: ResolvedSpec, dataset: Dataset) -> JobLabels:
     return JobLabels(clean, noisy, corrupted, np.sort(order[n_val:]), np.sort(order[:n_val]))
 
 
-def prepare_data(dataset: Dataset, labels: JobLabels) -> PreparedData:
+def prepare_data(dataset: LoadedData, labels: JobLabels) -> PreparedData:
     train, val = torch.from_numpy(labels.train_indices), torch.from_numpy(labels.val_indices)
     noisy = torch.from_numpy(labels.noisy)
     return PreparedData(
@@ -202,7 +156,7 @@ def run_job(
     download: bool = False,
     callbacks: Sequence[Callback] = (),
     device: str | None = None,
-    dataset: Dataset | None = None,
+    dataset: LoadedData | None = None,
 ) -> dict[str, Any]:
     """Run the resolved `spec`, writing its artifacts to `sink`; returns result.json's content,
     or {"status": "stopped", ...} when a callback stopped it (resume.pt stays the resume point).

@@ -248,7 +248,7 @@ def train_epoch(
             return None
         index = draws["order"][start:end]
         batch = {k: v[start:end] for k, v in draws.items() if k != "order"}
-        x = normalize(augment(data.x_train[index], batch), mean, std)
+        x = standardize(augment(data.x_train[index], batch), mean, std)
         y = data.y_train[index]
         with autocast(device, spec.precision):
             logits = model(x)
@@ -347,7 +347,7 @@ def predict(
     mean, std = torch.as_tensor(mean, device=device), torch.as_tensor(std, device=device)
     losses, predicted, confidence = [], [], []
     for xb, yb in zip(x.split(batch_size), labels.split(batch_size)):
-        xb, yb = normalize(xb.to(device), mean, std), yb.to(device)
+        xb, yb = standardize(xb.to(device), mean, std), yb.to(device)
         with autocast(device, precision):
             logits = model(xb)
         log_p = logits.float().log_softmax(1)
@@ -427,7 +427,7 @@ def rotate(x: Tensor, degrees: Tensor) -> Tensor:
     return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
-def normalize(x: Tensor, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> Tensor:
+def standardize(x: Tensor, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> Tensor:
     """Pixels (uint8 or float in [0, 255]) to (x/255 - mean)/std, as ToTensor + Normalize.
     Pass mean and std as tensors on x's device to spare a copy per batch."""
     shape = (1, -1, 1, 1)

@@ -16,7 +16,8 @@ from shared.spec import JobSpec, ResolvedSpec, resolve_spec
 from worker import cli
 from worker.checkpoints import load_model
 from worker.datasets import SYSTEM_DATA_DIRS, load_dataset
-from worker.runner import LocalSink, balanced_order, make_labels, run_job
+from worker.runner import balanced_order, make_labels, run_job
+from worker.sinks import LocalSink
 from worker.trainer import Callback, predict
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from shared.catalog import DATASETS, LOSSES, MODELS, NOISE_KINDS, SCHEDULES
 from shared.errors import SpecError
 from shared.spec import JobSpec, ResolvedSpec, resolve_spec
-from worker.datasets import Dataset
+from worker.datasets import LoadedData
 from worker.losses import loss_for, make_loss
 from worker.noise import corrupt_labels
 from worker.runner import make_labels, prepare_data
@@ -87,13 +87,13 @@ def raw_specs(draw) -> dict:
     return spec
 
 
-def synthetic(dataset: str) -> Dataset:
+def synthetic(dataset: str) -> LoadedData:
     info = DATASETS[dataset]
     k, c, s = info.num_classes, info.channels, info.size
     rng = np.random.default_rng(0)
     labels = torch.from_numpy(np.repeat(np.arange(k), SYNTHETIC_PER_CLASS))
     images = torch.from_numpy(rng.integers(0, 256, (len(labels), c, s, s), dtype=np.uint8))
-    return Dataset(
+    return LoadedData(
         name=dataset, x_train=images, y_train=labels, x_test=images[:k], y_test=labels[:k], num_classes=k,
         mean=(0.5,) * c, std=(0.25,) * c, classes=[str(i) for i in range(k)],
         coarse_train=labels // 5 if dataset == "cifar100" else None,

@@ -19,7 +19,7 @@ from worker.trainer import (
     augment,
     batch_bounds,
     epoch_draws,
-    normalize,
+    standardize,
     per_sample_losses,
     predict,
     rotate,
@@ -194,7 +194,7 @@ def test_per_sample_losses_are_the_cross_entropy_of_the_noisy_labels(fashion):
     result = train(spec, data, device="cpu")
     losses, predicted, confidence = per_sample_losses(result.model, data, spec, "cpu")
     with torch.no_grad():
-        logits = result.model.eval()(normalize(data.x_train, data.mean, data.std))
+        logits = result.model.eval()(standardize(data.x_train, data.mean, data.std))
     expected = F.cross_entropy(logits, data.y_train, reduction="none").numpy()
     np.testing.assert_allclose(losses, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(predicted, logits.argmax(1).numpy())
@@ -214,7 +214,7 @@ def white(n: int = 2, size: int = 8) -> torch.Tensor:
 def test_crop_pads_with_black_before_normalization():
     x = white()
     shifted = augment(x, {"shift": torch.tensor([[0, 0], [2 * PAD, 2 * PAD]])})
-    out = normalize(shifted, MEAN, STD)
+    out = standardize(shifted, MEAN, STD)
     black, full = (0 - MEAN[0]) / STD[0], (1 - MEAN[0]) / STD[0]
     # offset (0, 0): the top PAD rows and left PAD columns are padding
     assert torch.all(out[0, 0, :PAD, :] == black) and torch.all(out[0, 0, :, :PAD] == black)
