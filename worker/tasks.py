@@ -23,6 +23,7 @@ from shared.dataset_service import fetch_dataset
 from shared.db import get_engine
 from shared.models import Job, JobStatus
 from shared.settings import Settings, get_settings
+from shared.spec import ResolvedSpec
 from shared.store import ObjectMissing, StoreUnavailable, get_store
 from shared.stream import MetricsStream, StreamUnavailable, get_stream
 from worker.datasets import UPLOADED_PREFIX, DatasetError, uploaded_path
@@ -50,7 +51,7 @@ def run_taken_job(job_id: str, worker_id: str) -> int:
     try:
         with Session(engine) as session:
             job = session.get(Job, job_id)
-            spec, attempt = dict(job.spec), job.attempts
+            spec, attempt = ResolvedSpec.model_validate(job.spec), job.attempts
         control = JobControl(job_id, worker_id, settings, engine, get_stream(settings))
         try:
             status, fields = _train(job_id, spec, settings, control)
@@ -70,12 +71,12 @@ def run_taken_job(job_id: str, worker_id: str) -> int:
     return 0
 
 
-def _train(job_id: str, spec: dict[str, Any], settings: Settings,
+def _train(job_id: str, spec: ResolvedSpec, settings: Settings,
            control: "JobControl") -> tuple[JobStatus | None, dict[str, Any]]:
     """Run the job; (final status, finish fields), or (None, {}) when the lease was lost."""
     sink = ObjectStoreSink(get_store(settings), job_id)
     try:
-        fetch_upload(spec["dataset"], settings)
+        fetch_upload(spec.dataset, settings)
         result = run_job(spec, sink, settings.data_dir, settings.allow_download, [control])
     except SERVICE_ERRORS:
         raise
@@ -140,14 +141,14 @@ class JobControl(Callback):
         now = time.monotonic()
         if now - self._step_published >= STEP_EVENT_S:
             self._step_published = now
-            self.publish({"type": "step", **metrics, "epochs": state.spec["epochs"]})
+            self.publish({"type": "step", **metrics, "epochs": state.spec.epochs})
 
     def on_epoch_end(self, state: TrainState, metrics: dict[str, Any]) -> None:
-        self.publish({"type": "epoch", **metrics, "epochs": state.spec["epochs"]})
+        self.publish({"type": "epoch", **metrics, "epochs": state.spec.epochs})
         try:
             with Session(self.engine) as session:
                 held = jobs.update_progress(session, self.job_id, self.worker_id, state.epoch,
-                                            state.spec["epochs"], metrics)
+                                            state.spec.epochs, metrics)
         except Exception:
             log.exception("job %s: could not record the progress of epoch %d", self.job_id, state.epoch)
             return
