@@ -1,10 +1,11 @@
 """Live workers and the data sets they hold, as each worker reports them to Redis.
 
 A worker writes its report (JSON) to `{prefix}noisyfit:workers:{name}` every
-settings.worker_report_s, with a TTL of REPORT_TTL reports, and adds its name to the set
-`{prefix}noisyfit:workers`; a worker whose key expired (killed, or cut off) is no longer live,
-and the next reader drops its name. torch-free: the API reads the fleet to show GET /v1/catalog,
-to refuse a job that no live worker can run, and to say what a queued job waits for.
+settings.worker_report_s, with a TTL of REPORT_TTL reports, and its name with the time into the
+sorted set `{prefix}noisyfit:workers` (the index readers look in); a worker whose key expired
+(killed, or cut off) is no longer live, and readers drop names not reported for PRUNE_TTLS TTLs.
+torch-free: the API reads the fleet to show GET /v1/catalog, to refuse a job that no live
+worker can run, and to say what a queued job waits for.
 
 A report names the built-in data sets the worker holds (files present, or downloadable); an
 uploaded data set (ds_...) comes from the object store, so every live worker holds those.
@@ -28,6 +29,7 @@ from shared.stream import StreamUnavailable, redis_client
 log = logging.getLogger(__name__)
 
 REPORT_TTL = 3  # reports: a worker missing this many is no longer live
+PRUNE_TTLS = 100  # a name not reported for this many TTLs leaves the index (generous: hosts' clocks differ)
 REDIS_TIMEOUT_S = 5.0
 
 # How to give workers a built-in data set, for the error of a job that no live worker can run.
@@ -93,13 +95,17 @@ def _client(settings: Settings) -> redis.Redis:
     return redis_client(settings.redis_url, REDIS_TIMEOUT_S)
 
 
+def _ttl_s(settings: Settings) -> float:
+    return settings.worker_report_s * REPORT_TTL
+
+
 def report(settings: Settings, worker: WorkerReport) -> None:
     """Write the worker's report; it lives REPORT_TTL report intervals."""
-    ttl_ms = max(1, int(settings.worker_report_s * REPORT_TTL * 1000))
     pipe = _client(settings).pipeline()
     pipe.set(_key(settings, worker.name), json.dumps({"datasets": list(worker.datasets),
-                                                      "reported_at": worker.reported_at}), px=ttl_ms)
-    pipe.sadd(_key(settings), worker.name)
+                                                      "reported_at": worker.reported_at}),
+             px=max(1, int(_ttl_s(settings) * 1000)))
+    pipe.zadd(_key(settings), {worker.name: worker.reported_at})
     pipe.execute()
 
 
@@ -107,7 +113,7 @@ def withdraw(settings: Settings, name: str) -> None:
     """A worker stopping: no longer live, at once."""
     pipe = _client(settings).pipeline()
     pipe.delete(_key(settings, name))
-    pipe.srem(_key(settings), name)
+    pipe.zrem(_key(settings), name)
     pipe.execute()
 
 
@@ -115,11 +121,9 @@ def read_fleet(settings: Settings) -> Fleet:
     """The live workers; StreamUnavailable when Redis cannot be reached."""
     client = _client(settings)
     try:
-        names = sorted(client.smembers(_key(settings)))
+        client.zremrangebyscore(_key(settings), "-inf", time.time() - PRUNE_TTLS * _ttl_s(settings))
+        names = sorted(client.zrange(_key(settings), 0, -1))
         values = client.mget([_key(settings, name) for name in names]) if names else []
-        gone = [name for name, value in zip(names, values) if value is None]
-        if gone:
-            client.srem(_key(settings), *gone)
     except redis.RedisError as exc:
         raise StreamUnavailable(f"Redis cannot be reached to read the live workers: {exc}") from exc
     return Fleet(tuple(_parse(name, value) for name, value in zip(names, values) if value is not None))
