@@ -150,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     sub.add_argument("--data-dir", type=Path, help="data set cache (default: NOISYFIT_DATA_DIR)")
     sub.add_argument("--download", action="store_true", help="download a missing data set (MNIST, CIFAR)")
+    sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print result.json's content")
     return parser
 
 
@@ -487,7 +488,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ImportError as error:
         print(f"noisyfit: train needs the training engine ({error}); pip install 'noisyfit[worker]'", file=sys.stderr)
         return 1
-    progress = Progress(sys.stdout, spec.get("epochs"))
+    progress = Progress(sys.stderr if args.json else sys.stdout, spec.get("epochs"))  # --json: stdout is the result
     step_every = STEP_EVERY if progress.live else 0
     try:
         result = local.train(

@@ -60,6 +60,11 @@ def test_the_readme_command_line_runs_with_flags_alone(env: dict[str, str], tmp_
     result = json.loads((tmp_path / "runs" / "nce+rce" / "result.json").read_text())
     assert result["spec"]["noise"] == {"type": "symmetric", "rate": 0.6, "matrix": None}
 
+    again = noisyfit(*argv, *TINY, "--out", "runs/nce+rce", "--json", env=env, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["resumed_from_epoch"] == 1, "the same command resumes the finished run"
+    assert again.stderr == "", "nothing left to train: no epoch line"
+
     other = noisyfit(*argv, *TINY, "--seed", "1", "--out", "runs/nce+rce", env=env, cwd=tmp_path)
     assert other.returncode == 2
     assert "runs/nce+rce holds a run of another spec" in other.stderr and "seed" in other.stderr
