@@ -25,7 +25,7 @@ from client.spec_flags import (
     split_assignment,
 )
 from shared.catalog import PAPER_GRIDS
-from shared.spec import SpecError
+from shared.errors import SpecError
 from shared.sweeps import check_grid, paper_grid, table_markdown
 
 Json = dict[str, Any]

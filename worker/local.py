@@ -11,11 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shared.jobs import parse_spec
+from shared.errors import SpecError
 from shared.settings import get_settings
-from shared.spec import SpecError, resolve_spec
+from shared.spec import JobSpec, resolve_spec
 from worker.datasets import DatasetError
-from worker.runner import LocalSink, run_job
+from worker.runner import run_job
+from worker.sinks import LocalSink
 from worker.trainer import Callback, ResumeError, TrainState
 
 Event = dict[str, Any]
@@ -41,7 +42,7 @@ def train(
     `on_event` gets an `epoch` event after each epoch and, every `step_every` optimizer steps
     (0: never), a `step` event."""
     try:
-        spec = resolve_spec(parse_spec(raw_spec))
+        spec = resolve_spec(JobSpec.parse(raw_spec))
     except SpecError as error:
         raise LocalRunError(f"{error.field}: {error.message}") from None
     events = Events(on_event, step_every)
@@ -65,10 +66,10 @@ class Events(Callback):
         self.stop_requested = False
 
     def on_step(self, state: TrainState, metrics: dict[str, Any]) -> None:
-        self.on_event({"type": "step", **metrics, "epochs": state.spec["epochs"]})
+        self.on_event({"type": "step", **metrics, "epochs": state.spec.epochs})
 
     def on_epoch_end(self, state: TrainState, metrics: dict[str, Any]) -> None:
-        self.on_event({"type": "epoch", **metrics, "epochs": state.spec["epochs"]})
+        self.on_event({"type": "epoch", **metrics, "epochs": state.spec.epochs})
 
     def should_stop(self) -> bool:
         return self.stop_requested

@@ -58,7 +58,7 @@ def test_the_readme_command_line_runs_with_flags_alone(env: dict[str, str], tmp_
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1].endswith("; artifacts in runs/nce+rce")
     result = json.loads((tmp_path / "runs" / "nce+rce" / "result.json").read_text())
-    assert result["spec"]["noise"] == {"type": "symmetric", "rate": 0.6, "matrix": None}
+    assert result["spec"]["noise"] == {"type": "symmetric", "rate": 0.6, "matrix": []}
 
     again = noisyfit(*argv, *TINY, "--out", "runs/nce+rce", "--json", env=env, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
