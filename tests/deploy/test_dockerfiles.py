@@ -6,6 +6,8 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
+from pathlib import Path
 
 from tests.deploy.conftest import ROOT, dockerfile_instructions
 
@@ -36,6 +38,32 @@ def test_the_worker_image_installs_the_worker_extra():
     assert any('pip install ".[worker]"' in command for command in runs("Dockerfile.worker"))
 
 
+def copy_api_image_sources(folder: Path) -> None:
+    """What Dockerfile.api copies, copied into `folder`."""
+    for name in copied("Dockerfile.api"):
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, folder / name)
+
+
+def test_the_api_image_installs_every_migration(tmp_path):
+    """`pip install .` of what Dockerfile.api copies ships shared/migrations whole, so the API upgrades on start."""
+    copy_api_image_sources(tmp_path)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", "dist", "."],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    [wheel] = (tmp_path / "dist").glob("noisyfit-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    migrations = ROOT / "shared" / "migrations"
+    wanted = {f"shared/migrations/{path.relative_to(migrations).as_posix()}" for path in migrations.rglob("*")
+              if path.is_file() and "__pycache__" not in path.parts}
+    assert {"shared/migrations/env.py", "shared/migrations/script.py.mako"} <= wanted
+    assert any(name.startswith("shared/migrations/versions/0001_") for name in wanted)
+    assert wanted <= shipped, sorted(wanted - shipped)
+
+
 def test_images_start_the_design_entry_points():
     api = json.loads(dict(dockerfile_instructions("Dockerfile.api"))["CMD"])
     worker = json.loads(dict(dockerfile_instructions("Dockerfile.worker"))["CMD"])
@@ -57,10 +85,7 @@ def test_build_context_leaves_out_local_state():
 
 def test_the_api_starts_from_what_its_image_copies_without_torch_or_worker(tmp_path):
     """A copy of just the folders Dockerfile.api copies imports api.main with torch and worker/ unreachable."""
-    for name in copied("Dockerfile.api"):
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    copy_api_image_sources(tmp_path)
     blocker = (  # the project's packages only from the copy (not the checkout), torch never
         "import os, sys\n"
         "class Block:\n"
