@@ -1,11 +1,12 @@
 """The schema's migrations (shared/migrations) on real PostgreSQL and SQLite databases, each fresh."""
 
+import multiprocessing
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import pytest
@@ -124,24 +125,22 @@ def test_a_database_with_only_some_of_our_tables_is_refused(fresh: Engine):
     assert "alembic_version" not in inspect(fresh).get_table_names()
 
 
+def _upgrade_when_all_are_ready(url: str, ready: Barrier) -> None:
+    ready.wait(60)
+    init_db(get_engine(url))
+
+
 def test_api_processes_starting_at_once_upgrade_one_after_another(make_postgres_database: Callable[[], str]):
-    """Eight connections upgrade one empty PostgreSQL database at the same moment: one creates, the others find it done."""
+    """Eight processes upgrade one empty PostgreSQL database at the same moment: one creates, the others find it done."""
     url = make_postgres_database()
-    start, errors = threading.Barrier(8), []
-
-    def upgrade() -> None:
-        start.wait()
-        try:
-            init_db(get_engine(url))
-        except Exception as error:  # noqa: BLE001  (collected, then asserted empty)
-            errors.append(error)
-
-    threads = [threading.Thread(target=upgrade) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert errors == []
+    fork = multiprocessing.get_context("fork")
+    ready = fork.Barrier(8)
+    processes = [fork.Process(target=_upgrade_when_all_are_ready, args=(url, ready)) for _ in range(8)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(120)
+    assert [process.exitcode for process in processes] == [0] * 8
     with get_engine(url).connect() as connection:
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [head()]
 
