@@ -101,21 +101,24 @@ def test_the_comparison_sees_a_column_that_no_revision_adds(fresh: Engine):
     models = MetaData()
     for table in SQLModel.metadata.tables.values():
         table.to_metadata(models)
-    models.tables["job"].append_column(Column("priority", Integer, nullable=True))
+    models.tables["job"].append_column(Column("not_in_any_revision", Integer, nullable=True))
     with fresh.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), models)
-    assert [(d[0], d[2], d[3].name) for d in differences] == [("add_column", "job", "priority")]
+    assert [(d[0], d[2], d[3].name) for d in differences] == [("add_column", "job", "not_in_any_revision")]
 
 
 def test_a_database_that_create_all_made_is_stamped_and_keeps_its_rows(fresh: Engine):
-    SQLModel.metadata.create_all(fresh)
-    with Session(fresh) as session:
-        session.add(User(id=7, name="before migrations", created_at=T0))
-        session.commit()
+    """Before migrations, create_all made FIRST_REVISION's schema (the same DDL) and no alembic_version."""
+    init_db(fresh, FIRST_REVISION)
+    with fresh.begin() as connection:
+        connection.execute(text("DROP TABLE alembic_version"))
+        tables = MetaData()
+        tables.reflect(connection)
+        connection.execute(tables.tables["user"].insert(), FIRST_REVISION_ROWS["user"])
     init_db(fresh)
     assert revision_of(fresh) == head()
     with Session(fresh) as session:
-        assert session.get(User, 7).name == "before migrations"
+        assert [(user.id, user.name) for user in session.query(User).order_by(User.id)] == [(1, "alice"), (2, "bob")]
 
 
 def test_a_database_with_only_some_of_our_tables_is_refused(fresh: Engine):
