@@ -14,9 +14,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Engine, Integer, MetaData, inspect, text
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session, SQLModel, select
 
-from shared.db import FIRST_REVISION, SchemaError, alembic_config, get_engine, init_db
+from shared.db import FIRST_REVISION, MIGRATIONS, SchemaError, get_engine, init_db
 from shared.models import ApiKey, Dataset, Job, Sweep, User
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,8 +63,7 @@ def fresh(fresh_url: str) -> Engine:
 
 
 def head() -> str:
-    with get_engine("sqlite://").connect() as connection:
-        return ScriptDirectory.from_config(alembic_config(connection)).get_current_head()
+    return ScriptDirectory(str(MIGRATIONS)).get_current_head()
 
 
 def revision_of(engine: Engine) -> str | None:
@@ -118,7 +117,7 @@ def test_a_database_that_create_all_made_is_stamped_and_keeps_its_rows(fresh: En
     init_db(fresh)
     assert revision_of(fresh) == head()
     with Session(fresh) as session:
-        assert [(user.id, user.name) for user in session.query(User).order_by(User.id)] == [(1, "alice"), (2, "bob")]
+        assert [(user.id, user.name) for user in session.exec(select(User).order_by(User.id))] == [(1, "alice"), (2, "bob")]
 
 
 def test_a_database_with_only_some_of_our_tables_is_refused(fresh: Engine):
