@@ -24,9 +24,11 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from shared.settings import get_settings
-from shared.spec import JobSpec, SpecError, resolve_spec
+from shared.errors import SpecError
+from shared.spec import JobSpec, resolve_spec
 from worker.datasets import DatasetError
-from worker.runner import LocalSink, run_job
+from worker.runner import run_job
+from worker.sinks import LocalSink
 from worker.trainer import Callback, ResumeError, TrainState
 
 USAGE_ERROR = 2
@@ -174,7 +176,7 @@ class Progress(Callback):
 
     def on_step(self, state: TrainState, metrics: dict[str, Any]) -> None:
         if self.bar is None:
-            epochs = state.spec["epochs"]
+            epochs = state.spec.epochs
             self.bar = tqdm(total=metrics["batches"], desc=f"epoch {metrics['epoch']}/{epochs}", unit="batch")
         self.bar.update(metrics["batch"] - self.bar.n)
         self.bar.set_postfix(loss=f"{metrics['loss']:.4f}")
@@ -186,7 +188,7 @@ class Progress(Callback):
             self.bar.set_postfix_str(summary)
             self.close()
         else:
-            print(f"epoch {metrics['epoch']}/{state.spec['epochs']}: {summary}")
+            print(f"epoch {metrics['epoch']}/{state.spec.epochs}: {summary}")
 
     def should_stop(self) -> bool:
         return self.stop_requested

@@ -59,7 +59,7 @@ def test_one_bad_cell_refuses_the_whole_sweep_naming_the_cell_and_field(client: 
     assert response.status_code == 422
     error = response.json()["error"]
     assert error["code"] == "invalid_spec" and error["field"] == "cells[1].noise.rate"
-    assert "cell 1 of 4 (loss=ce, noise.rate=0.95, seed=0)" in error["message"] and "below 0.900" in error["message"]
+    assert "cell 1 of 4 (loss=ce, noise.rate=0.95, seed=0)" in error["message"] and "below 0.9" in error["message"]
     assert client.get("/v1/jobs", headers=user_headers).json()["jobs"] == []
     assert client.get("/v1/sweeps", headers=user_headers).json()["sweeps"] == []
 

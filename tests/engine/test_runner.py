@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from shared.spec import JobSpec, resolve_spec
+from shared.spec import JobSpec, ResolvedSpec, resolve_spec
 from worker import cli
 from worker.checkpoints import load_model
 from worker.datasets import SYSTEM_DATA_DIRS, load_dataset
-from worker.runner import LocalSink, balanced_order, make_labels, run_job
+from worker.runner import balanced_order, make_labels, run_job
+from worker.sinks import LocalSink
 from worker.trainer import Callback, predict
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,7 +46,7 @@ def fashion(data_dir):
     return dataclasses.replace(ds, x_test=ds.x_test[:2000], y_test=ds.y_test[:2000])
 
 
-def spec_for(**fields) -> dict:
+def spec_for(**fields) -> ResolvedSpec:
     base = {"dataset": "fashion-mnist", "noise": {"type": "symmetric", "rate": 0.4}, "epochs": 2, "train_size": 600}
     return resolve_spec(JobSpec(**{**base, **fields}))
 
@@ -70,12 +71,14 @@ def test_result_json_has_the_design_fields(finished):
     spec, sink, returned = finished
     result = json.loads(sink.get("result.json"))
     assert result == json.loads(json.dumps(returned))
-    assert result["status"] == "succeeded" and result["spec"] == spec
+    assert result["status"] == "succeeded" and result["spec"] == spec.to_json()
     assert result["epochs_completed"] == 2 and [m["epoch"] for m in result["history"]] == [1, 2]
     assert 0 <= result["final_test_accuracy"] <= 1 and 0 <= result["best_test_accuracy"] <= 1
     assert result["final_test_accuracy"] == result["history"][-1]["test_acc"]
     assert result["best_test_accuracy"] == max(m["test_acc"] for m in result["history"])
-    assert result["noise_rate_realised"] == pytest.approx(0.4, abs=0.05)
+    labels = np.load(io.BytesIO(sink.get("noisy_labels.npz")))
+    assert result["noise_rate_realised"] == labels["corrupted"][labels["train_indices"]].mean()
+    assert result["noise_rate_realised"] == pytest.approx(0.4, abs=0.1)
     assert len(result["noise_rate_realised_per_class"]) == 10
     assert result["samples"] == {"train": 480, "val": 120, "test": 2000}
     assert set(result["versions"]) == {"python", "torch", "numpy", "noisyfit"}
@@ -122,7 +125,7 @@ def test_suspected_mislabels_rank_training_samples_by_loss(finished):
 def test_checkpoint_loads_weights_only_and_reproduces_the_final_test_accuracy(finished, fashion):
     spec, sink, result = finished
     raw = torch.load(io.BytesIO(sink.get("checkpoint.pt")), weights_only=True)
-    assert raw["spec"] == spec and raw["model_name"] == "cnn4" and raw["num_classes"] == 10
+    assert raw["spec"] == spec.to_json() and raw["model_name"] == "cnn4" and raw["num_classes"] == 10
     model, meta = load_model(sink.get("checkpoint.pt"))
     assert not model.training
     _, predicted, _ = predict(model, fashion.x_test, fashion.y_test, meta["mean"], meta["std"])
@@ -167,14 +170,15 @@ def test_a_stopped_job_resumes_from_its_sink_to_the_uninterrupted_weights(fashio
 # Labels, subsets, sinks
 
 
-def test_subsets_are_seeded_class_balanced_and_keep_each_samples_noisy_label(fashion):
+def test_subsets_are_seeded_balanced_over_the_noisy_labels_and_keep_each_samples_noisy_label(fashion):
     small = make_labels(spec_for(train_size=500, validation_split=0.2), fashion)
     again = make_labels(spec_for(train_size=500, validation_split=0.2), fashion)
     large = make_labels(spec_for(train_size=2000), fashion)
     np.testing.assert_array_equal(small.train_indices, again.train_indices)
     np.testing.assert_array_equal(small.noisy, large.noisy)
-    assert np.bincount(small.clean[small.train_indices], minlength=10).tolist() == [40] * 10
-    assert np.bincount(small.clean[small.val_indices], minlength=10).tolist() == [10] * 10
+    # balanced over the labels a user has, the noisy ones
+    assert np.abs(np.bincount(small.noisy[small.train_indices], minlength=10) - 40).max() <= 1
+    assert np.abs(np.bincount(small.noisy[small.val_indices], minlength=10) - 10).max() <= 1
     assert set(small.train_indices) | set(small.val_indices) <= set(large.train_indices)
     other = make_labels(spec_for(train_size=500, seed=1), fashion)
     assert set(other.train_indices) != set(small.train_indices)
@@ -217,7 +221,7 @@ def test_the_cli_trains_a_tiny_job_end_to_end(data_dir, tmp_path):
     assert "final test accuracy" in done.stdout
     result = json.loads((out / "result.json").read_text())
     assert result["spec"]["loss"] == "nce+rce" and result["spec"]["epochs"] == 1
-    assert result["spec"]["noise"] == {"type": "symmetric", "rate": 0.2, "matrix": None}
+    assert result["spec"]["noise"] == {"type": "symmetric", "rate": 0.2, "matrix": []}
     assert result["spec"]["eval_batch_size"] == 1000 and result["samples"]["train"] == 300
     assert ARTIFACTS <= {p.name for p in out.iterdir()}
 
