@@ -118,16 +118,21 @@ class TrainState:
         }
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
-        ours = self.spec.to_json()
-        if saved["spec"] != ours:
-            changed = sorted(k for k in ours.keys() | saved["spec"].keys() if ours.get(k) != saved["spec"].get(k))
-            raise ResumeError(f"the resume checkpoint was made for another spec (differs in: {', '.join(changed)})")
+        check_resumable(self.spec, saved)
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         self.epoch, self.step = saved["epoch"], saved["step"]
         self.history = list(saved["history"])
         self.best_test_accuracy = saved["best_test_accuracy"]
+
+
+def check_resumable(spec: ResolvedSpec, saved: dict[str, Any]) -> None:
+    """A resume checkpoint continues only the spec it was made for."""
+    ours = spec.to_json()
+    if saved["spec"] != ours:
+        changed = sorted(k for k in ours.keys() | saved["spec"].keys() if ours.get(k) != saved["spec"].get(k))
+        raise ResumeError(f"the resume checkpoint was made for another spec (differs in: {', '.join(changed)})")
 
 
 class Callback:

@@ -65,9 +65,11 @@ def test_the_readme_command_line_runs_with_flags_alone(env: dict[str, str], tmp_
     assert json.loads(again.stdout)["resumed_from_epoch"] == 1, "the same command resumes the finished run"
     assert again.stderr == "", "nothing left to train: no epoch line"
 
+    labels_before = (tmp_path / "runs" / "nce+rce" / "noisy_labels.npz").read_bytes()
     other = noisyfit(*argv, *TINY, "--seed", "1", "--out", "runs/nce+rce", env=env, cwd=tmp_path)
     assert other.returncode == 2
     assert "runs/nce+rce holds a run of another spec" in other.stderr and "seed" in other.stderr
+    assert (tmp_path / "runs" / "nce+rce" / "noisy_labels.npz").read_bytes() == labels_before, "the old run is intact"
 
 
 def test_ctrl_c_stops_at_the_next_step_and_keeps_the_resume_point(env: dict[str, str], tmp_path: Path):
