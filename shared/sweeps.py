@@ -181,11 +181,12 @@ def _summarise(row: Row) -> Row:
 
 
 def table_csv(rows: list[Row]) -> str:
-    """One line per cell: the grid fields, then mean and std (fractions), n and the run count."""
+    """One line per cell: the grid fields, then the mean and std of the final test accuracy
+    as fractions in [0, 1] (the header says so), n and the run count."""
     fields = _fields(rows)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*fields, "mean", "std", "n", "runs"])
+    writer.writerow([*fields, "mean_accuracy_fraction", "std_accuracy_fraction", "n", "runs"])
     for row in rows:
         cells = [_text(row["cell"].get(name)) for name in fields]
         runs = row.get("runs", [])

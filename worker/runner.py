@@ -39,7 +39,9 @@ from worker.datasets import LoadedData, load_dataset
 from worker.noise import corrupt_labels, noise_report
 from shared.plots import job_plot
 from shared.spec import ResolvedSpec
-from worker.trainer import Callback, PreparedData, TrainState, default_device, per_sample_losses, train
+from worker.trainer import (
+    Callback, PreparedData, TrainState, check_resumable, default_device, per_sample_losses, train,
+)
 
 SUBSET_STREAM = 0x5EB5E7  # keeps the subset's draws apart from the noise's, which share the seed
 
@@ -166,9 +168,11 @@ def run_job(
     dataset = dataset or load_dataset(spec.dataset, data_dir, download=download)
     labels = make_labels(spec, dataset)
     data = prepare_data(dataset, labels)
-    sink.put("noisy_labels.npz", labels.npz())
     saved = sink.get("resume.pt")
     resume = read_resume(saved) if saved is not None else None
+    if resume is not None:
+        check_resumable(spec, resume)  # before anything of the other run is overwritten
+    sink.put("noisy_labels.npz", labels.npz())
     log = MetricsLog(sink, resume["history"] if resume else ())
     ours = [log, ResumeCheckpoints(sink, spec.checkpoint_every)]
     data_seconds = time.perf_counter() - started

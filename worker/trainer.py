@@ -25,6 +25,7 @@ on clean images, like the test set, instead of a mixture of a whole epoch's mode
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import ConstantLR, CosineAnnealingLR, LRScheduler
 
+from shared.errors import Diverged
 from shared.spec import ResolvedSpec
 from worker.losses import loss_for
 from worker.models import build_model
@@ -116,16 +118,21 @@ class TrainState:
         }
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
-        ours = self.spec.to_json()
-        if saved["spec"] != ours:
-            changed = sorted(k for k in ours.keys() | saved["spec"].keys() if ours.get(k) != saved["spec"].get(k))
-            raise ResumeError(f"the resume checkpoint was made for another spec (differs in: {', '.join(changed)})")
+        check_resumable(self.spec, saved)
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         self.epoch, self.step = saved["epoch"], saved["step"]
         self.history = list(saved["history"])
         self.best_test_accuracy = saved["best_test_accuracy"]
+
+
+def check_resumable(spec: ResolvedSpec, saved: dict[str, Any]) -> None:
+    """A resume checkpoint continues only the spec it was made for."""
+    ours = spec.to_json()
+    if saved["spec"] != ours:
+        changed = sorted(k for k in ours.keys() | saved["spec"].keys() if ours.get(k) != saved["spec"].get(k))
+        raise ResumeError(f"the resume checkpoint was made for another spec (differs in: {', '.join(changed)})")
 
 
 class Callback:
@@ -199,6 +206,7 @@ def train(
         metrics = train_epoch(state, data, loss_fn, callbacks, epoch)
         if metrics is None:
             return TrainResult(state, stopped=True)
+        check_finite(state, metrics["train_loss"], epoch)
         metrics.update(evaluate_epoch(state.model, data, spec))
         state.scheduler.step()
         metrics["epoch_seconds"] = time.perf_counter() - started
@@ -208,6 +216,20 @@ def train(
         for callback in callbacks:
             callback.on_epoch_end(state, metrics)
     return TrainResult(state, stopped=False)
+
+
+def check_finite(state: TrainState, train_loss: float, epoch: int) -> None:
+    """Refuse to go on once the loss or any weight is NaN or infinite (the epoch is not recorded)."""
+    weights_finite = all(torch.isfinite(p).all() for p in state.model.parameters())
+    if math.isfinite(train_loss) and weights_finite:
+        return
+    spec = state.spec
+    what = "weights" if math.isfinite(train_loss) else "loss"
+    raise Diverged(
+        f"training diverged in epoch {epoch}: the {what} became NaN or infinite. Lower lr (now {spec.lr:g}) "
+        f"or momentum ({spec.momentum:g}), clip gradients (grad_clip, now {spec.grad_clip:g}; the paper uses 5), "
+        f"or lower weight_decay ({spec.weight_decay:g}) or alpha/beta ({spec.alpha:g}/{spec.beta:g})"
+    )
 
 
 def new_state(spec: ResolvedSpec, data: PreparedData, device: torch.device) -> TrainState:

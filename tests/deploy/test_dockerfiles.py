@@ -16,6 +16,8 @@ from tests.conftest import free_port, stop, wait_for_port
 from tests.deploy.conftest import ROOT, dockerfile_instructions
 
 DOCS_ASSETS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "api" / "static").rglob("*") if p.is_file())
+MIGRATION_FILES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "shared" / "migrations").rglob("*")
+                         if p.is_file() and "__pycache__" not in p.parts)
 
 
 def runs(name: str) -> list[str]:
@@ -159,8 +161,9 @@ def test_the_build_context_and_the_api_image_keep_the_docs_assets():
     assert "api" in copied("Dockerfile.api")
 
 
-def test_the_wheel_ships_the_docs_assets(tmp_path):
-    """`pip install .` (as Dockerfile.api runs it, from what it copies) puts api/static into the package."""
+def test_the_wheel_ships_the_docs_assets_and_the_migrations(tmp_path):
+    """`pip install .` (as Dockerfile.api runs it, from what it copies) puts api/static and
+    shared/migrations (which the API runs on start) into the package."""
     source = tmp_path / "source"
     for name in copied("Dockerfile.api"):
         if (ROOT / name).is_dir():
@@ -172,5 +175,7 @@ def test_the_wheel_ships_the_docs_assets(tmp_path):
                             "-q", "-w", str(tmp_path / "wheel"), str(source)], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr
     [wheel] = (tmp_path / "wheel").glob("*.whl")
-    missing = set(DOCS_ASSETS) - set(zipfile.ZipFile(wheel).namelist())
+    assert "shared/migrations/script.py.mako" in MIGRATION_FILES
+    assert any(path.startswith("shared/migrations/versions/0001_") for path in MIGRATION_FILES)
+    missing = set(DOCS_ASSETS + MIGRATION_FILES) - set(zipfile.ZipFile(wheel).namelist())
     assert not missing, f"the wheel lacks {sorted(missing)}: see [tool.setuptools.package-data] in pyproject.toml"

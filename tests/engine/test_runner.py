@@ -1,26 +1,21 @@
-"""run_job into a LocalSink, the checkpoints it writes, and the command line, on real Fashion-MNIST."""
+"""run_job into a LocalSink and the checkpoints it writes, on real Fashion-MNIST."""
 
 import csv
 import dataclasses
 import io
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from shared.spec import JobSpec, ResolvedSpec, resolve_spec
-from worker import cli
 from worker.checkpoints import load_model
 from worker.datasets import SYSTEM_DATA_DIRS, load_dataset
 from worker.runner import balanced_order, make_labels, run_job
 from worker.sinks import LocalSink
 from worker.trainer import Callback, predict
 
-ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = {
     "checkpoint.pt",
     "metrics.jsonl",
@@ -202,51 +197,6 @@ def test_local_sink_puts_gets_and_lists(tmp_path):
     assert sink.get("a.json") == b"2" and sink.list() == ["a.json", "plots/b.png"]
     with pytest.raises(ValueError):
         sink.put("../escape", b"x")
-
-
-# Command line
-
-
-def test_the_cli_trains_a_tiny_job_end_to_end(data_dir, tmp_path):
-    out = tmp_path / "run"
-    spec_file = tmp_path / "spec.json"
-    spec_file.write_text(json.dumps({"dataset": "fashion-mnist", "loss": "ce", "epochs": 3}))
-    done = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "train", str(spec_file), "--out", str(out),
-         "--loss", "nce+rce", "--noise", "symmetric:0.2", "--train-size", "300", "--set", "epochs=1",
-         "--set", "eval_batch_size=1000", "--data-dir", str(data_dir), "--device", "cpu"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert "final test accuracy" in done.stdout
-    result = json.loads((out / "result.json").read_text())
-    assert result["spec"]["loss"] == "nce+rce" and result["spec"]["epochs"] == 1
-    assert result["spec"]["noise"] == {"type": "symmetric", "rate": 0.2, "matrix": []}
-    assert result["spec"]["eval_batch_size"] == 1000 and result["samples"]["train"] == 300
-    assert ARTIFACTS <= {p.name for p in out.iterdir()}
-
-
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["--bogus"], "unrecognized arguments: --bogus"),
-        (["--epochs", "many"], "invalid int value"),
-        (["--dataset", "fashion-mnist", "--noise", "symmetric:0.95"], "noise.rate"),
-        (["--dataset", "fashion-mnist", "--loss", "ce+mae"], "not robust"),
-        (["--dataset", "fashion-mnist", "--set", "lerning_rate=0.1"], "lerning_rate"),
-        (["--dataset", "fashion-mnist", "--noise", "symmetric:lots"], "TYPE[:RATE]"),
-        (["--loss", "ce"], "dataset"),
-    ],
-)
-def test_bad_input_exits_2_with_a_message(argv, message, tmp_path, capsys):
-    assert cli.main(["train", "--out", str(tmp_path / "never"), *argv]) == 2
-    assert message in capsys.readouterr().err
-    assert not (tmp_path / "never").exists()
-
-
-def test_a_missing_spec_file_exits_2(tmp_path, capsys):
-    assert cli.main(["train", str(tmp_path / "nope.json"), "--out", str(tmp_path / "o")]) == 2
-    assert "cannot read the spec file" in capsys.readouterr().err
 
 
 def test_an_upload_with_known_flips_gets_a_mislabel_ranking_better_than_chance(fashion, tmp_path):

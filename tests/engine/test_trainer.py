@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from shared.errors import Diverged
 from shared.spec import JobSpec, ResolvedSpec, resolve_spec
 from worker.checkpoints import read_resume, resume_checkpoint
 from worker.datasets import SYSTEM_DATA_DIRS, load_dataset
@@ -279,3 +280,29 @@ def test_training_whose_last_batch_would_hold_one_sample_runs(fashion):
 
     result = train(spec_for(epochs=1, batch_size=33), prepared(fashion, 100, n_test=100), [Batches()], device="cpu")
     assert result.epochs_completed == 1 and seen == [3, 3, 3]
+
+
+def test_a_run_whose_loss_becomes_nan_fails_as_diverged_saying_what_to_change(fashion):
+    spec = spec_for(epochs=2, lr=10.0, momentum=0.999, weight_decay=1.0, grad_clip=0.0, batch_size=4,
+                    schedule="constant", train_size=100)
+    epochs = []
+
+    class Epochs(Callback):
+        def on_epoch_end(self, state, metrics):
+            epochs.append(metrics["epoch"])
+
+    with pytest.raises(Diverged) as diverged:
+        train(spec, prepared(fashion, 100, n_test=100), [Epochs()], device="cpu")
+    assert diverged.value.code == "diverged" and epochs == []  # a non-finite epoch is never reported
+    assert "epoch 1" in diverged.value.message and "Lower lr (now 10)" in diverged.value.message
+
+
+def test_weights_that_become_infinite_fail_as_diverged(fashion):
+    class Poison(Callback):
+        log_every = 1
+
+        def on_step(self, state, metrics):
+            next(state.model.parameters()).data.fill_(float("inf"))
+
+    with pytest.raises(Diverged, match="the weights became NaN or infinite"):
+        train(spec_for(epochs=1, train_size=100), prepared(fashion, 100, n_test=100), [Poison()], device="cpu")
