@@ -31,7 +31,7 @@ from shared import jobs
 from shared.locks import lock_user
 from shared.models import ACTIVE, Job, JobStatus, Sweep
 from shared.settings import Settings
-from shared.spec import DataInfo, SpecError, resolve_spec
+from shared.spec import DataInfo, JobSpec, SpecError, resolve_spec
 from shared.stream import StreamUnavailable, get_stream
 from shared.sweeps import (
     SEED,
@@ -40,7 +40,6 @@ from shared.sweeps import (
     Row,
     aggregate,
     cell_spec,
-    check_grid,
     expand_grid,
     get_path,
     paper_grid,
@@ -82,10 +81,10 @@ def create_sweep(
     grid: Grid | None = None, preset: str | None = None, seeds: list[int] | None = None,
     enqueue: Callable[[str], None] | None = None,
 ) -> SweepView:
-    """Check the grid's size, then validate and store the sweep and one queued job per cell in
-    one transaction, then enqueue them; all or nothing."""
+    """Check the base's shape and the grid's size, then validate and store the sweep and one
+    queued job per cell in one transaction, then enqueue them; all or nothing."""
     grid = build_grid(base, grid, preset, seeds)
-    check_grid(grid)
+    _parse_cell(grid, 0, next(expand_grid(base, grid)))  # the base's shape, before anything is sized or built
     size = spec_bytes(base, grid)
     if size > settings.max_sweep_bytes:
         raise GridError("grid", f"the sweep's {_cells(grid)} specs take {size} bytes together, more than the "
@@ -134,19 +133,24 @@ def _store(session: Session, user_id: int, sweep: Sweep, settings: Settings) -> 
 
 def _resolve_cell(session: Session, user_id: int, grid: Grid, index: int, spec: dict[str, Any],
                   infos: dict[str, DataInfo | None]) -> dict[str, Any]:
-    """The cell's resolved spec. A SpecError names `cells[i].<field>` and the cell's grid values,
-    or `base.<field>` for a malformed field of the base that the grid does not set (so at cell 0)."""
-    try:
-        parsed = jobs.parse_spec(spec)
-    except SpecError as exc:
-        if exc.field.partition(".")[0] not in {name.partition(".")[0] for name in grid}:
-            raise SpecError(f"base.{exc.field}", f"the base spec: {exc.message}") from exc
-        raise _in_cell(exc, grid, index, spec) from exc
+    """The cell's resolved spec; a SpecError names `cells[i].<field>` and the cell's grid values."""
+    parsed = _parse_cell(grid, index, spec)
     try:
         if parsed.dataset not in infos:
             infos[parsed.dataset] = jobs._data_info(session, user_id, parsed.dataset)
         return resolve_spec(parsed, infos[parsed.dataset])
     except SpecError as exc:
+        raise _in_cell(exc, grid, index, spec) from exc
+
+
+def _parse_cell(grid: Grid, index: int, spec: dict[str, Any]) -> JobSpec:
+    """The cell as a JobSpec. A malformed field that the grid does not set is the base's
+    (`base.<field>`); one the grid sets, the cell's (`cells[i].<field>`)."""
+    try:
+        return jobs.parse_spec(spec)
+    except SpecError as exc:
+        if exc.field.partition(".")[0] not in {name.partition(".")[0] for name in grid}:
+            raise SpecError(f"base.{exc.field}", f"the base spec: {exc.message}") from exc
         raise _in_cell(exc, grid, index, spec) from exc
 
 
