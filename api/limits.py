@@ -105,7 +105,7 @@ def json_depth(body: bytes) -> int:
     """How deep the arrays and objects of a JSON text nest, strings left out. Malformed text
     gets a number too (the parser refuses it later)."""
     brackets = np.frombuffer(_JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS), np.uint8)
-    return int(np.cumsum(_STEP[brackets], dtype=np.int64).max(initial=0))
+    return int(np.cumsum(_STEP[brackets], dtype=np.int32).max(initial=0))
 
 
 def _is_json(scope: Scope) -> bool:

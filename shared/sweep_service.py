@@ -48,6 +48,7 @@ from shared.sweeps import (
 
 DEFAULT_SEEDS = (0, 1, 2)
 FLUSH_EVERY = 100  # jobs written (or read) at a time
+FLUSH_BYTES = 1024 * 1024  # or fewer, so that a batch's specs take about this much as JSON
 log = logging.getLogger(__name__)
 
 
@@ -90,7 +91,7 @@ def create_sweep(
         raise GridError("grid", f"the sweep's {_cells(grid)} specs take {size} bytes together, more than the "
                                 f"{settings.max_sweep_bytes} allowed; use fewer grid values or a smaller base spec")
     sweep = Sweep(user_id=user_id, base=base, grid=grid)
-    job_ids = _store(session, user_id, sweep, settings)
+    job_ids = _store(session, user_id, sweep, settings, _batch(size // _cells(grid)))
     for index, job_id in enumerate(job_ids):
         try:
             jobs.send_job(session, job_id, settings, enqueue)
@@ -100,24 +101,25 @@ def create_sweep(
     return view(session, sweep)
 
 
-def _store(session: Session, user_id: int, sweep: Sweep, settings: Settings) -> list[str]:
-    """Insert the sweep and its jobs, each cell parsed and resolved as it is built; nothing is
-    committed unless every cell can run and the user may queue them all."""
+def _store(session: Session, user_id: int, sweep: Sweep, settings: Settings, batch: int) -> list[str]:
+    """Insert the sweep and its jobs, each cell parsed and resolved as it is built and written
+    `batch` at a time; nothing is committed unless every cell can run and the user may queue
+    them all."""
     lock_user(session, user_id)
     try:
         room = settings.max_active_jobs_per_user - jobs.count_active(session, user_id)
         session.add(sweep)
         session.flush()
-        job_ids, batch, infos = [], [], {}
+        job_ids, pending, infos = [], [], {}
         for index, spec in enumerate(expand_grid(sweep.base, sweep.grid)):
             job = jobs.new_job(user_id, _resolve_cell(session, user_id, sweep.grid, index, spec, infos),
                                sweep_id=sweep.id)
             session.add(job)
             job_ids.append(job.id)
-            batch.append(job)
-            if len(batch) == FLUSH_EVERY:
-                _flush(session, batch)
-        _flush(session, batch)
+            pending.append(job)
+            if len(pending) == batch:
+                _flush(session, pending)
+        _flush(session, pending)
         if len(job_ids) > room:
             raise jobs.LimitError(
                 f"the sweep has {len(job_ids)} jobs, but you may queue only {max(room, 0)} more "
@@ -162,6 +164,11 @@ def _in_cell(exc: SpecError, grid: Grid, index: int, spec: dict[str, Any]) -> Sp
 def _short(value: Any, width: int = 40) -> str:
     text = str(value)
     return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _batch(spec_size: int) -> int:
+    """How many jobs to write or read at a time when each spec takes `spec_size` bytes as JSON."""
+    return max(1, min(FLUSH_EVERY, FLUSH_BYTES // max(spec_size, 1)))
 
 
 def _flush(session: Session, batch: list[Job]) -> None:
@@ -217,7 +224,8 @@ def _members(session: Session, sweep: Sweep) -> list[dict[str, Any]]:
     its spec that the table reads (the grid's fields and the seed), read a batch at a time."""
     names = [*sweep.grid, SEED]
     query = (select(Job.id, Job.status, Job.spec, Job.result).where(Job.sweep_id == sweep.id)
-             .order_by(col(Job.created_at), col(Job.id)).execution_options(yield_per=FLUSH_EVERY))
+             .order_by(col(Job.created_at), col(Job.id))
+             .execution_options(yield_per=_batch(spec_bytes(sweep.base, {}))))
     return [{"id": job_id, "status": status, "result": result,
              "spec": cell_spec({name: get_path(spec, name) for name in names})}
             for job_id, status, spec, result in session.execute(query)]
