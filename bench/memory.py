@@ -93,7 +93,7 @@ def kinds(args: argparse.Namespace) -> dict[str, Callable[[], Request]]:
             return lambda client: client.post("/v1/datasets", data={"name": name}, files={"file": (f"{name}.npz", data)})
         return prepare
 
-    junk = list(range(25_000))  # ~150 KiB
+    junk = [[]] * 38_000  # ~150 KiB of empty lists: each a new object in every copy
     wide_matrix = [[0.001] * 130] * 1000  # ~1 MiB: a valid shape
     return {
         "job submit": json_body("/v1/jobs", SPEC),

@@ -102,7 +102,7 @@ def test_a_hostile_sweep_body_does_not_grow_the_api(stack: Stack, http: httpx.Cl
     """150 KiB of junk in the base times 1000 seeds once took the API from 330 MiB to 3.7 GiB
     (a deep copy per cell before validation); now it is refused from the base alone. A valid
     700 KiB base times 1000 seeds is refused from its size, before one cell is built."""
-    junk = list(range(25_000))  # ~150 KiB of JSON
+    junk = [[]] * 38_000  # ~150 KiB of JSON, each empty list a new object in every copy
     before = peak_rss(stack.api.process.pid)
     response = http.post("/v1/sweeps", json={"base": {**TINY_SPEC, "junk": junk}, "grid": {"seed": list(range(1000))}})
     assert response.status_code == 422 and response.json()["error"]["field"] == "base.junk", response.text[:300]
