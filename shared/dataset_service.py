@@ -16,7 +16,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from sqlmodel import Session, col, select
 
