@@ -10,6 +10,9 @@ workers, a late message or a duplicate delivery can never move a job twice:
     queued ──request_cancel──> cancelled;  running ──request_cancel──> cancel_requested flag
     succeeded | failed | cancelled ──delete_job──> gone (artifacts, stream, row)
 
+A train message is a "work available" signal: take_next starts the fairest queued job
+(shared.scheduling), whichever message brought the worker; every queued job was sent one.
+
 Functions take an open Session and commit their own change. Status changes are announced on
 the job's metrics stream (`status` events, and `done` once finished), best-effort.
 """
@@ -18,6 +21,7 @@ import base64
 import hashlib
 import json
 import logging
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +37,7 @@ from shared.catalog import DATASETS
 from shared.locks import lock_user
 from shared.models import ACTIVE, FINISHED, Dataset, Job, JobStatus, utcnow
 from shared.queue import claim_resends, send_train
+from shared import scheduling
 from shared.settings import Settings
 from shared.errors import SpecError
 from shared.spec import DataInfo, JobSpec, resolve_spec
@@ -41,6 +46,8 @@ from shared.stream import MetricsStream, StreamUnavailable, get_stream, stream_i
 from shared.workers import read_fleet
 
 log = logging.getLogger(__name__)
+
+TAKE_TRIES = 5
 
 METRICS_FILE = "metrics.jsonl"
 DATASET_ID = re.compile(r"ds_[0-9a-f]{1,64}")
@@ -85,6 +92,14 @@ class LimitError(ServiceError):
     code = "too_many_active_jobs"
 
 
+class TimeQuotaExceeded(LimitError):
+    code = "job_time_quota_exceeded"
+
+    def __init__(self, message: str, retry_after_s: int):
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
 class InvalidCursor(ServiceError):
     code = "invalid_cursor"
 
@@ -115,12 +130,14 @@ def create_job(
     lock_user(session, user_id)  # until the commit: the data set and the job limit stay as read
     try:
         resolved = resolve_spec(spec, _data_info(session, user_id, spec.dataset)).to_json()
+        scheduling.check_time_limit(resolved, settings)
         request_hash = _request_hash(resolved, sweep_id)
         existing = _replay(session, user_id, idempotency_key, request_hash) if idempotency_key is not None else None
         if existing is not None:
             session.commit()
             return existing, False
         require_holder(spec.dataset, settings)
+        check_quota(session, user_id, settings)
         active = count_active(session, user_id)
         if active >= settings.max_active_jobs_per_user:
             raise LimitError(
@@ -166,6 +183,22 @@ def count_active(session: Session, user_id: int) -> int:
     """The user's queued and running jobs."""
     query = select(func.count()).select_from(Job).where(Job.user_id == user_id, col(Job.status).in_(ACTIVE))
     return session.exec(query).one()
+
+
+def check_quota(session: Session, user_id: int, settings: Settings) -> None:
+    """TimeQuotaExceeded when the user's job run time in the last 24 h reached settings.job_time_quota_s."""
+    if not settings.job_time_quota_s:
+        return
+    now = utcnow()
+    usage = scheduling.time_used(session, user_id, now, settings.job_time_quota_s)
+    if usage.used_s < settings.job_time_quota_s:
+        return
+    wait = max(1, math.ceil((usage.frees_at - now).total_seconds()))
+    raise TimeQuotaExceeded(
+        f"your jobs ran {usage.used_s:.0f} s in the last 24 h, your quota is {settings.job_time_quota_s} s; "
+        f"submit again after {usage.frees_at.isoformat(timespec='seconds')} (in {wait} s, if your running jobs "
+        "end now), or cancel running jobs", retry_after_s=wait,
+    )
 
 
 def require_holder(dataset: str, settings: Settings) -> None:
@@ -283,6 +316,19 @@ def start_attempt(session: Session, job_id: str, worker_id: str, settings: Setti
         attempts = session.exec(select(Job.attempts).where(Job.id == job_id)).one()
         _announce(settings, job_id, JobStatus.running, attempt=attempts)
     return taken
+
+
+def take_next(session: Session, message_job_id: str, worker_id: str, settings: Settings) -> str | None:
+    """Take the job a worker should train now, on a train message (a "work available" signal):
+    the fairest queued job (shared.scheduling.next_queued), or else the message's own job when
+    start_attempt takes it (a running job whose lease lapsed). None: nothing to take."""
+    for _ in range(TAKE_TRIES):  # each miss is a job another worker took meanwhile
+        job_id = scheduling.next_queued(session, settings)
+        if job_id is None:
+            break
+        if start_attempt(session, job_id, worker_id, settings):
+            return job_id
+    return message_job_id if start_attempt(session, message_job_id, worker_id, settings) else None
 
 
 def renew_lease(session: Session, job_id: str, worker_id: str, settings: Settings) -> bool:

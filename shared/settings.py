@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     stream_ttl_s: int = 7 * 24 * 3600
     # A queued or running job per user beyond this answers 429 (Table 2 with 3 seeds is 120 jobs).
     max_active_jobs_per_user: int = 500
+    # A job runs at most this long (from its first start); a spec's time_limit_s may ask less.
+    max_job_seconds: int = 24 * 3600
+    # Seconds of job run time a user may use per rolling 24 h; past it a submission answers 429 (0: no quota).
+    job_time_quota_s: int = 0
     # Presigned download URLs live this long.
     presign_ttl_s: int = 300
     # A running job's lease: renewed by the worker's heartbeat, taken over when it lapses.

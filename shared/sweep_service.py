@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
-from shared import jobs
+from shared import jobs, scheduling
 from shared.locks import lock_user
 from shared.models import ACTIVE, Job, JobStatus, Sweep
 from shared.settings import Settings
@@ -108,6 +108,7 @@ def _store(session: Session, user_id: int, sweep: Sweep, settings: Settings, bat
     them all."""
     lock_user(session, user_id)
     try:
+        jobs.check_quota(session, user_id, settings)
         room = settings.max_active_jobs_per_user - jobs.count_active(session, user_id)
         session.add(sweep)
         session.flush()
@@ -142,7 +143,9 @@ def _resolve_cell(session: Session, user_id: int, grid: Grid, index: int, spec: 
         if parsed.dataset not in infos:
             jobs.require_holder(parsed.dataset, settings)
             infos[parsed.dataset] = jobs._data_info(session, user_id, parsed.dataset)
-        return resolve_spec(parsed, infos[parsed.dataset]).to_json()
+        resolved = resolve_spec(parsed, infos[parsed.dataset]).to_json()
+        scheduling.check_time_limit(resolved, settings)
+        return resolved
     except SpecError as exc:
         raise _in_cell(exc, grid, index, spec) from exc
 

@@ -1,8 +1,9 @@
 """What a worker does with a train message, in its long-lived process (the Celery task body).
 
-    message ──start_attempt──> refused: dropped at the cost of one UPDATE, no process started
-                 │              (cancelled, finished, a duplicate, or held by a live lease)
-                 └──taken──> a training process for this job (worker.tasks.run_taken_job),
+    message ──take_next──> nothing to take: dropped at the cost of a few queries, no process started
+                 │          (its job cancelled, finished, a duplicate, or held by a live lease,
+                 │           and no other job queued)
+                 └──taken──> a training process for the job taken (worker.tasks.run_taken_job),
                              forked from a server that imported torch once; a thread of
                              this process renews the job's lease until the training exits
 
@@ -62,15 +63,20 @@ def start_process_server() -> None:
 
 
 def dispatch(job_id: str) -> None:
-    """The body of the Celery task "noisyfit.train"."""
+    """The body of the Celery task "noisyfit.train": a "work available" signal, which takes the
+    queued job whose turn it is (shared.scheduling), its own or another's."""
     settings = get_settings()
     engine = get_engine(settings.database_url)
     worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
     with Session(engine) as session:
-        if not jobs.start_attempt(session, job_id, worker_id, settings):
-            log.info("job %s: not taken (finished, cancelled, or held by a live worker)", job_id)
+        taken = jobs.take_next(session, job_id, worker_id, settings)
+        if taken is None:
+            log.info("job %s: not taken (finished, cancelled, or held by a live worker), and no other job waits",
+                     job_id)
             return
-        attempt = session.get(Job, job_id).attempts
+        if taken != job_id:
+            log.info("job %s: its message took job %s, whose turn it was", job_id, taken)
+        job_id, attempt = taken, session.get(Job, taken).attempts
     process = _processes.Process(target=_train, args=(job_id, worker_id, logging.getLogger().getEffectiveLevel()),
                                  name=f"train-{job_id}")
     with Lease(job_id, worker_id, settings, engine):

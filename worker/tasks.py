@@ -4,7 +4,8 @@
 
 The worker's long-lived process holds the job's lease while this process trains. Callbacks
 stream `step` and `epoch` events, record progress, and stop training at the next step when
-the job is cancelled or its lease went to another worker. A job whose worker died is requeued
+the job is cancelled, its lease went to another worker, or it ran past its time limit
+(shared.scheduling: failed with code time_limit). A job whose worker died is requeued
 by the API's reaper once the lease lapses, then resumes from its resume.pt here. The `status`
 and `done` events come from shared.jobs with each state change.
 """
@@ -12,16 +13,17 @@ and `done` events come from shared.jobs with each state change.
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import torch
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from shared import jobs
+from shared import jobs, scheduling
 from shared.dataset_service import fetch_dataset
 from shared.db import get_engine
-from shared.models import Job, JobStatus
+from shared.models import Job, JobStatus, utcnow
 from shared.settings import Settings, get_settings
 from shared.spec import ResolvedSpec
 from shared.store import ObjectMissing, StoreUnavailable, get_store
@@ -51,8 +53,10 @@ def run_taken_job(job_id: str, worker_id: str) -> int:
     try:
         with Session(engine) as session:
             job = session.get(Job, job_id)
-            spec, attempt = ResolvedSpec.model_validate(job.spec), job.attempts
-        control = JobControl(job_id, worker_id, settings, engine, get_stream(settings))
+            spec, attempt, started = ResolvedSpec.model_validate(job.spec), job.attempts, job.started_at
+        limit = scheduling.limit_s(spec.time_limit_s, settings)
+        deadline = scheduling.aware(started) + timedelta(seconds=limit)
+        control = JobControl(job_id, worker_id, settings, engine, get_stream(settings), deadline)
         try:
             status, fields = _train(job_id, spec, settings, control)
         except SERVICE_ERRORS as exc:
@@ -86,6 +90,9 @@ def _train(job_id: str, spec: ResolvedSpec, settings: Settings,
     if result["status"] == "stopped":
         if control.lost:
             return None, {}
+        if control.timed_out:
+            limit = scheduling.limit_s(spec.time_limit_s, settings)
+            return JobStatus.failed, {"error": scheduling.time_limit_error(limit, settings)}
         return JobStatus.cancelled, {}
     return JobStatus.succeeded, {"result": {k: result[k] for k in SUMMARY if k in result}}
 
@@ -129,11 +136,13 @@ class JobControl(Callback):
 
     log_every = STEP_EVERY
 
-    def __init__(self, job_id: str, worker_id: str, settings: Settings, engine: Engine, stream: MetricsStream):
+    def __init__(self, job_id: str, worker_id: str, settings: Settings, engine: Engine, stream: MetricsStream,
+                 deadline: datetime):
         self.job_id, self.worker_id, self.settings = job_id, worker_id, settings
-        self.engine, self.stream = engine, stream
+        self.engine, self.stream, self.deadline = engine, stream, deadline
         self.lost = False  # the lease went to another worker
         self.cancelled = False
+        self.timed_out = False  # past the job's time limit
         self._checked = 0.0
         self._step_published = 0.0
 
@@ -156,7 +165,8 @@ class JobControl(Callback):
             self.lost = True
 
     def should_stop(self) -> bool:
-        if self.lost or self.cancelled:
+        self.timed_out = self.timed_out or utcnow() >= self.deadline
+        if self.lost or self.cancelled or self.timed_out:
             return True
         now = time.monotonic()
         if now - self._checked >= CHECK_S:
