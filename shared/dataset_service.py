@@ -20,10 +20,10 @@ from typing import IO
 
 from sqlmodel import Session, col, select
 
-from shared.jobs import Conflict, NotFound, ServiceError
+from shared.errors import Conflict, NotFound, ObjectMissing, StorageQuotaExceeded
 from shared.locks import lock_user
 from shared.models import ACTIVE, Dataset, Job, new_id
-from shared.store import ObjectMissing, ObjectStore
+from shared.store import ObjectStore
 from shared.upload_sandbox import Sandbox, check_upload
 from shared.uploads import UploadLimits
 
@@ -31,9 +31,6 @@ DATASET_ID = re.compile(r"ds_[0-9a-f]{1,64}")
 LABEL_BYTES = 8  # int64
 COPY_CHUNK = 1024 * 1024
 
-
-class StorageQuotaExceeded(ServiceError):
-    code = "storage_quota_exceeded"
 
 
 def dataset_prefix(dataset_id: str) -> str:

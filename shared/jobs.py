@@ -22,7 +22,6 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy import and_, delete, false, func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -32,10 +31,21 @@ from shared.locks import lock_user
 from shared.models import ACTIVE, FINISHED, Dataset, Job, JobStatus, utcnow
 from shared.queue import send_train
 from shared.settings import Settings
-from shared.errors import SpecError
+from shared.errors import (
+    IdempotencyConflict,
+    InvalidCursor,
+    JobActive,
+    JobFinished,
+    LimitError,
+    NotFound,
+    ObjectMissing,
+    QueueUnavailable,
+    SpecError,
+    StreamUnavailable,
+)
 from shared.spec import DataInfo, JobSpec, resolve_spec
-from shared.store import JOB_ID, ObjectMissing, ObjectStore, artifact_key, job_prefix
-from shared.stream import MetricsStream, StreamUnavailable, get_stream, stream_id
+from shared.store import JOB_ID, ObjectStore, artifact_key, job_prefix
+from shared.stream import MetricsStream, get_stream, stream_id
 
 log = logging.getLogger(__name__)
 
@@ -43,47 +53,13 @@ METRICS_FILE = "metrics.jsonl"
 DATASET_ID = re.compile(r"ds_[0-9a-f]{1,64}")
 
 
-class ServiceError(Exception):
-    """A request the service refuses; `code` is machine-readable, `message` says what to change."""
-
-    code = "error"
-
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.field = field
 
 
-class NotFound(ServiceError):
-    code = "not_found"
 
 
-class Conflict(ServiceError):
-    code = "conflict"
 
 
-class IdempotencyConflict(Conflict):
-    code = "idempotency_conflict"
 
-
-class JobFinished(Conflict):
-    code = "job_finished"
-
-
-class JobActive(Conflict):
-    code = "job_active"
-
-
-class LimitError(ServiceError):
-    code = "too_many_active_jobs"
-
-
-class InvalidCursor(ServiceError):
-    code = "invalid_cursor"
-
-
-class QueueUnavailable(ServiceError):
-    code = "queue_unavailable"
 
 
 # ---------------------------------------------------------------- the user's side

@@ -31,13 +31,13 @@ from shared import jobs
 from shared.locks import lock_user
 from shared.models import ACTIVE, Job, JobStatus, Sweep
 from shared.settings import Settings
-from shared.errors import SpecError
+from shared.errors import GridError, SpecError
 from shared.spec import DataInfo, JobSpec, resolve_spec
-from shared.stream import StreamUnavailable, get_stream
+from shared.errors import StreamUnavailable
+from shared.stream import get_stream
 from shared.sweeps import (
     SEED,
     Grid,
-    GridError,
     Row,
     aggregate,
     cell_spec,

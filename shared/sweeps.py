@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from shared.catalog import DATASETS, PAPER_GRIDS
-from shared.errors import SpecError
+from shared.errors import GridError
 from shared.spec import JobSpec
 
 MAX_CELLS = 1000
@@ -26,9 +26,6 @@ FINISHED = "succeeded"
 Grid = dict[str, list]
 Row = dict[str, Any]
 
-
-class GridError(SpecError):
-    """A grid that cannot be expanded; `field` names the grid entry to change."""
 
 
 def expand_grid(base: dict, grid: Grid, max_cells: int = MAX_CELLS) -> Iterator[dict]:

@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared.uploads import BadDataset, UploadLimits, UploadTooLarge, describe, read_upload
+from shared.errors import BadDataset, UploadTooLarge
+from shared.uploads import UploadLimits, describe, read_upload
 
 if TYPE_CHECKING:
     from shared.settings import Settings

@@ -38,6 +38,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from shared.errors import BadDataset, UploadTooLarge
+
 if TYPE_CHECKING:
     from PIL.Image import Image
 
@@ -67,22 +69,6 @@ Labelled = tuple[str, zipfile.ZipInfo]  # a class name, and one of its images
 Entry = tuple[tuple[str, ...], zipfile.ZipInfo]  # a file's path parts, and its member
 
 
-class BadDataset(Exception):
-    """An upload that is not a data set noisyfit can train on; the message says what to change."""
-
-    code = "bad_dataset"
-
-    def __init__(self, message: str, field: str = "file"):
-        super().__init__(message)
-        self.message = message
-        self.field = field
-
-
-class UploadTooLarge(BadDataset):
-    """An upload larger than the limits: the file, what it unpacks or decodes to, or what it
-    takes to check."""
-
-    code = "upload_too_large"
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,9 @@ from shared.dataset_service import dataset_key, fetch_dataset, prune_cache, stor
 from shared.db import get_engine
 from shared.models import Dataset
 from shared.settings import Settings
-from shared.store import ObjectMissing, get_store
-from shared.uploads import BadDataset, UploadLimits, UploadTooLarge, read_upload, unprintable
+from shared.store import get_store
+from shared.errors import BadDataset, ObjectMissing, UploadTooLarge
+from shared.uploads import UploadLimits, read_upload, unprintable
 
 RNG = np.random.default_rng(0)
 

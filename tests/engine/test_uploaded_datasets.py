@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from shared.uploads import normalize
-from worker.datasets import DatasetError, load_dataset, uploaded_path
+from shared.errors import DatasetUnavailable
+from worker.datasets import load_dataset, uploaded_path
 
 
 def store_upload(data_dir: Path, dataset_id: str, arrays: dict[str, np.ndarray]) -> None:
@@ -49,5 +50,5 @@ def test_without_clean_labels_the_field_is_none_and_a_constant_channel_keeps_a_p
 
 
 def test_a_missing_upload_says_where_it_was_looked_for(tmp_path: Path):
-    with pytest.raises(DatasetError, match=r"ds_2 is not in .*uploads/ds_2\.npz.*fetch_dataset"):
+    with pytest.raises(DatasetUnavailable, match=r"ds_2 is not in .*uploads/ds_2\.npz.*fetch_dataset"):
         load_dataset("ds_2", tmp_path)

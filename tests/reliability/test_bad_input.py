@@ -22,7 +22,8 @@ from pydantic import BaseModel
 
 from shared.settings import Settings
 from shared.spec import JobSpec, NoiseSpec
-from shared.store import BadArtifactName, artifact_key, get_store
+from shared.errors import BadArtifactName
+from shared.store import artifact_key, get_store
 from tests.reliability.conftest import TINY_SPEC, User
 
 # Out-of-bounds values no numeric constraint describes: field → values that must be refused.
