@@ -28,7 +28,7 @@ from sqlmodel import Session, col, select
 
 from shared.catalog import DATASETS
 from shared.locks import lock_user
-from shared.models import ACTIVE, FINISHED, Dataset, Job, JobStatus, utcnow
+from shared.models import ACTIVE, FINISHED, DatasetRow, Job, JobStatus, utcnow
 from shared.queue import send_train
 from shared.settings import Settings
 from shared.errors import (
@@ -368,7 +368,7 @@ def _data_info(session: Session, user_id: int, name: str) -> DataInfo | None:
     """None for a built-in data set (resolve_spec knows it); an uploaded one of the user's, described."""
     if name in DATASETS or not name.startswith("ds_"):
         return None
-    ds = session.exec(select(Dataset).where(Dataset.id == name)).first() if DATASET_ID.fullmatch(name) else None
+    ds = session.exec(select(DatasetRow).where(DatasetRow.id == name)).first() if DATASET_ID.fullmatch(name) else None
     if ds is None or ds.user_id != user_id:
         raise SpecError(f"no data set {name!r} of yours; GET /v1/datasets lists them", "dataset")
     family = "mnist" if ds.channels == 1 else ("cifar100" if ds.num_classes > 10 else "cifar10")

@@ -110,8 +110,8 @@ def read_upload(file: IO[bytes], limits: UploadLimits) -> Arrays:
         with zipfile.ZipFile(file) as archive:
             members = _checked_members(archive, size, limits)
             if all(m.filename.endswith(".npy") for m in members):
-                return normalize(_read_npz(archive, members))
-            return normalize(_read_image_folders(archive, members, limits.max_unpacked_bytes))
+                return checked_arrays(_read_npz(archive, members))
+            return checked_arrays(_read_image_folders(archive, members, limits.max_unpacked_bytes))
     except UnicodeDecodeError as exc:
         raise BadDataset("a file name in the archive is marked as UTF-8 but is not; zip the files again "
                          "(any current zip tool writes valid names)") from exc
@@ -325,7 +325,7 @@ def _split(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------- arrays
 
 
-def normalize(arrays: Arrays) -> Arrays:
+def checked_arrays(arrays: Arrays) -> Arrays:
     """Check shapes, types and labels; images to uint8 NCHW, labels to int64."""
     x_train = _images(arrays["x_train"], "x_train")
     x_test = _images(arrays["x_test"], "x_test")
@@ -433,8 +433,8 @@ def _describe(x: np.ndarray) -> str:
     return f"{x.shape[1]}×{x.shape[2]}×{x.shape[3]}"
 
 
-def describe(arrays: Arrays) -> dict[str, Any]:
-    """The columns of a Dataset row, for normalised arrays."""
+def row_columns(arrays: Arrays) -> dict[str, Any]:
+    """The columns of a DatasetRow, for normalised arrays."""
     _, channels, size, _ = arrays["x_train"].shape
     return {"num_classes": len(arrays["classes"]), "channels": channels, "size": size,
             "train_samples": len(arrays["y_train"]), "test_samples": len(arrays["y_test"]),

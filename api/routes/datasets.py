@@ -9,7 +9,7 @@ from pydantic import AfterValidator, BaseModel
 from api.deps import CurrentUser, SessionDep, SettingsDep, StoreDep
 from api.schemas import ErrorOut
 from shared import dataset_service
-from shared.models import Dataset
+from shared.models import DatasetRow
 from shared.upload_sandbox import Sandbox
 from shared.errors import RequestTooLarge, UploadTooLarge
 from shared.uploads import MAX_NAME, UploadLimits, unprintable
@@ -34,7 +34,7 @@ class DatasetOut(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, dataset: Dataset) -> "DatasetOut":
+    def of(cls, dataset: DatasetRow) -> "DatasetOut":
         return cls.model_validate(dataset, from_attributes=True)
 
 

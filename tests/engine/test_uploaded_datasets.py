@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from shared.uploads import normalize
+from shared.uploads import checked_arrays
 from shared.errors import DatasetUnavailable
 from worker.datasets import load_dataset, uploaded_path
 
@@ -14,7 +14,7 @@ from worker.datasets import load_dataset, uploaded_path
 def store_upload(data_dir: Path, dataset_id: str, arrays: dict[str, np.ndarray]) -> None:
     path = uploaded_path(dataset_id, data_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **normalize(arrays))
+    np.savez(path, **checked_arrays(arrays))
 
 
 def test_an_uploaded_npz_loads_with_its_classes_clean_labels_and_own_statistics(tmp_path: Path):
