@@ -6,7 +6,7 @@ import secrets
 
 from sqlmodel import Session, select
 
-from shared.jobs import NotFound
+from shared.errors import NotFound
 from shared.models import ApiKey, User, utcnow
 
 KEY_PREFIX = "nf_"

@@ -12,7 +12,8 @@ from shared.jobs import read_metrics
 from shared.models import FINISHED, Job
 from shared.settings import Settings
 from shared.store import ObjectStore
-from shared.stream import MetricsStream, StreamUnavailable
+from shared.errors import StreamUnavailable
+from shared.stream import MetricsStream
 
 log = logging.getLogger(__name__)
 PAGE = 500
