@@ -5,7 +5,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.models import ApiKey, Job, JobStatus
+from shared.models import ApiKey, DatasetRow, Job, JobStatus
+from shared.sweep_service import SweepView
 from shared.workers import Fleet, WaitingFor
 
 
@@ -88,3 +89,68 @@ class KeyOut(BaseModel):
 
 class KeyCreated(KeyOut):
     key: str = Field(description="the key itself: shown this once, stored only as a hash")
+
+
+class DatasetOut(BaseModel):
+    id: str
+    name: str
+    num_classes: int
+    channels: int
+    size: int
+    train_samples: int
+    test_samples: int
+    has_clean_labels: bool
+    classes: list[str] | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, dataset: DatasetRow) -> "DatasetOut":
+        return cls.model_validate(dataset, from_attributes=True)
+
+
+class DatasetList(BaseModel):
+    datasets: list[DatasetOut]
+
+
+class SweepCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base: dict[str, Any] = Field(description="a job spec; every cell starts from it")
+    grid: dict[str, list[Any]] | None = Field(
+        None, description='field → values; dotted names reach into the spec: {"noise.rate": [0.2, 0.4], "seed": [0, 1]}')
+    preset: str | None = Field(None, description="a paper grid: table2, table3 or alpha-beta (GET /v1/catalog)")
+    seeds: list[int] | None = Field(None, min_length=1, max_length=100, description="the preset's seeds (default 0, 1, 2)")
+
+
+class SweepSummary(BaseModel):
+    id: str
+    status: str
+    grid: dict[str, Any]
+    jobs: list[str]
+    counts: dict[str, int] = Field(description="the sweep's jobs by status")
+    total: int
+    created_at: datetime
+
+    @classmethod
+    def fields_of(cls, view: SweepView) -> dict[str, Any]:
+        sweep = view.sweep
+        return {"id": sweep.id, "status": view.status, "grid": sweep.grid, "jobs": view.job_ids,
+                "counts": view.counts, "total": len(view.job_ids), "created_at": sweep.created_at}
+
+    @classmethod
+    def of(cls, view: SweepView) -> "SweepSummary":
+        return cls(**cls.fields_of(view))
+
+
+class SweepOut(SweepSummary):
+    base: dict[str, Any]
+    table: list[dict[str, Any]] = Field(
+        description="one row per grid cell without the seed: cell, mean, std (sample), n (succeeded runs), runs")
+
+    @classmethod
+    def of(cls, view: SweepView) -> "SweepOut":
+        return cls(**cls.fields_of(view), base=view.sweep.base, table=view.table or [])
+
+
+class SweepList(BaseModel):
+    sweeps: list[SweepSummary]

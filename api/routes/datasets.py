@@ -1,15 +1,13 @@
 """/v1/datasets: upload, list, inspect and delete your own data sets."""
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Path, Response, UploadFile
-from pydantic import AfterValidator, BaseModel
+from pydantic import AfterValidator
 
 from api.deps import CurrentUser, SessionDep, SettingsDep, StoreDep
-from api.schemas import ErrorOut
+from api.schemas import DatasetList, DatasetOut, ErrorOut
 from shared import dataset_service
-from shared.models import DatasetRow
 from shared.upload_sandbox import Sandbox
 from shared.errors import RequestTooLarge, UploadTooLarge
 from shared.uploads import MAX_NAME, UploadLimits, unprintable
@@ -19,27 +17,6 @@ router = APIRouter(
     responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
 )
 DatasetId = Annotated[str, Path(max_length=64)]
-
-
-class DatasetOut(BaseModel):
-    id: str
-    name: str
-    num_classes: int
-    channels: int
-    size: int
-    train_samples: int
-    test_samples: int
-    has_clean_labels: bool
-    classes: list[str] | None
-    created_at: datetime
-
-    @classmethod
-    def of(cls, dataset: DatasetRow) -> "DatasetOut":
-        return cls.model_validate(dataset, from_attributes=True)
-
-
-class DatasetList(BaseModel):
-    datasets: list[DatasetOut]
 
 
 def _printable(name: str) -> str:

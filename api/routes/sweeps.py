@@ -1,15 +1,13 @@
 """/v1/sweeps: grids of jobs, their status, their table (mean ± std over seeds) and plot."""
 
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 
 from api.deps import CurrentUser, SessionDep, SettingsDep
-from api.schemas import ErrorOut
+from api.schemas import ErrorOut, SweepCreate, SweepList, SweepOut, SweepSummary
 from shared import plots, sweep_service
 from shared.sweep_service import SweepView
 from shared.sweeps import table_csv, table_markdown
@@ -20,50 +18,6 @@ router = APIRouter(
 )
 SweepId = Annotated[str, Path(max_length=64)]
 TABLE_TYPES = {"csv": "text/csv; charset=utf-8", "markdown": "text/markdown; charset=utf-8"}
-
-
-class SweepCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    base: dict[str, Any] = Field(description="a job spec; every cell starts from it")
-    grid: dict[str, list[Any]] | None = Field(
-        None, description='field → values; dotted names reach into the spec: {"noise.rate": [0.2, 0.4], "seed": [0, 1]}')
-    preset: str | None = Field(None, description="a paper grid: table2, table3 or alpha-beta (GET /v1/catalog)")
-    seeds: list[int] | None = Field(None, min_length=1, max_length=100, description="the preset's seeds (default 0, 1, 2)")
-
-
-class SweepSummary(BaseModel):
-    id: str
-    status: str
-    grid: dict[str, Any]
-    jobs: list[str]
-    counts: dict[str, int] = Field(description="the sweep's jobs by status")
-    total: int
-    created_at: datetime
-
-    @classmethod
-    def fields_of(cls, view: SweepView) -> dict[str, Any]:
-        sweep = view.sweep
-        return {"id": sweep.id, "status": view.status, "grid": sweep.grid, "jobs": view.job_ids,
-                "counts": view.counts, "total": len(view.job_ids), "created_at": sweep.created_at}
-
-    @classmethod
-    def of(cls, view: SweepView) -> "SweepSummary":
-        return cls(**cls.fields_of(view))
-
-
-class SweepOut(SweepSummary):
-    base: dict[str, Any]
-    table: list[dict[str, Any]] = Field(
-        description="one row per grid cell without the seed: cell, mean, std (sample), n (succeeded runs), runs")
-
-    @classmethod
-    def of(cls, view: SweepView) -> "SweepOut":
-        return cls(**cls.fields_of(view), base=view.sweep.base, table=view.table or [])
-
-
-class SweepList(BaseModel):
-    sweeps: list[SweepSummary]
 
 
 @router.post("", status_code=201, response_model=SweepOut,
