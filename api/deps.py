@@ -23,13 +23,20 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# Closed once the route returns, before the response is sent: a streamed response (events,
+# artifact downloads) holds no database connection while it streams.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 _bearer = HTTPBearer(auto_error=False, description="an API key (POST /v1/api-keys), or the admin token")
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 def get_current_user(session: SessionDep, credentials: BearerDep) -> User:
+    return authenticate(session, credentials)
+
+
+def authenticate(session: Session, credentials: HTTPAuthorizationCredentials | None) -> User:
+    """The caller of a request, or of an open event stream that checks its key again."""
     if credentials is None:
         raise Unauthorized("send your API key as 'Authorization: Bearer <key>'")
     user = user_for_key(session, credentials.credentials)

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     redis_key_prefix: str = ""
     # An idle Server-Sent Events stream sends a heartbeat comment this often.
     sse_heartbeat_s: float = 15.0
+    # An open event stream asks the database this often whether its API key is still live
+    # (a revoked key's streams end within about this long) and whether its job finished.
+    sse_recheck_s: float = 5.0
     # The API requeues running jobs whose lease lapsed this often (0: never; run it elsewhere).
     reaper_interval_s: float = 30.0
     # Object store calls: connect/read timeouts and attempts on connection errors.

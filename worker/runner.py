@@ -36,6 +36,7 @@ from worker.checkpoints import final_checkpoint, read_resume, resume_checkpoint
 from worker.datasets import Dataset, load_dataset
 from worker.noise import corrupt_labels, noise_report
 from shared.plots import job_plot
+from shared.stream import encode
 from worker.trainer import Callback, PreparedData, TrainState, default_device, per_sample_losses, train
 
 SUBSET_STREAM = 0x5EB5E7  # keeps the subset's draws apart from the noise's, which share the seed
@@ -179,7 +180,7 @@ class MetricsLog(Callback):
 
 
 def epoch_event(metrics: dict[str, Any]) -> str:
-    return json.dumps({"type": "epoch", **metrics})
+    return encode({"type": "epoch", **metrics})
 
 
 class ResumeCheckpoints(Callback):
