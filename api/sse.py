@@ -2,9 +2,15 @@
 
 An open stream holds no thread and no database connection while it waits: it blocks in an
 async XREAD on a Redis connection of its own (`LiveStream`). Every `sse_recheck_s` it asks
-the database, in a short session on a pool thread, whether its API key is still live and its
-job finished. A revoked key (or a deleted job) ends the stream with one last event,
-`event: refused`, whose data is the error as the API answers it:
+the database, in a short session on a thread, whether its API key is still live and its job
+finished. The first check comes after a random part of that period, so that streams opened
+together spread their checks; at most RECHECKS_AT_ONCE checks run at once per process, on
+threads of their own, so that thousands of streams never crowd requests out of the pool.
+
+The stream ends after the `done` event; or, once the job is seen finished, when nothing more
+arrives (within ANNOUNCE_GRACE_S when it finished while the stream was open, since its
+`done` event follows the database's commit). A revoked key (or a deleted job) ends it with
+one last event, `event: refused`, whose data is the error as the API answers it:
 
     event: refused
     data: {"error": {"code": "unauthorized", "message": "...", "field": null}}
@@ -12,11 +18,15 @@ job finished. A revoked key (or a deleted job) ends the stream with one last eve
 
 import json
 import logging
+import math
+import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
+from anyio import CapacityLimiter, to_thread
+from anyio.lowlevel import RunVar
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.exc import SQLAlchemyError
@@ -33,7 +43,18 @@ from shared.stream import LiveStream, MetricsStream, StreamUnavailable, encode
 
 log = logging.getLogger(__name__)
 PAGE = 500
+RECHECKS_AT_ONCE = 4
+ANNOUNCE_GRACE_S = 2.0  # a job seen finished: how long its `done` event may still take to arrive
 Credentials = HTTPAuthorizationCredentials | None
+_rechecks: RunVar[CapacityLimiter] = RunVar("sse_rechecks")  # one limiter per event loop
+
+
+def _recheck_limiter() -> CapacityLimiter:
+    try:
+        return _rechecks.get()
+    except LookupError:
+        _rechecks.set(limiter := CapacityLimiter(RECHECKS_AT_ONCE))
+        return limiter
 
 
 def format_event(event: dict[str, Any]) -> str:
@@ -86,16 +107,18 @@ class _Follow:
     async def _live(self, cursor: str | None) -> AsyncIterator[str]:
         heartbeat_s, recheck_s = self.settings.sse_heartbeat_s, self.settings.sse_recheck_s
         now = time.monotonic()
-        heartbeat_due, recheck_due = now + heartbeat_s, now + recheck_s
+        heartbeat_due, recheck_due = now + heartbeat_s, now + random.uniform(0.2, 1.0) * recheck_s
+        end_after = now if self.finished else math.inf  # an empty read past this ends the stream
         async with LiveStream(self.settings.redis_url, self.stream.key(self.job_id), heartbeat_s) as live:
             while True:
                 if time.monotonic() >= recheck_due:
-                    self.finished = await run_in_threadpool(self._recheck)
+                    finished = await to_thread.run_sync(self._recheck, limiter=_recheck_limiter())
+                    if finished and end_after == math.inf:  # its status and done events follow the commit
+                        end_after = time.monotonic() + ANNOUNCE_GRACE_S
                     recheck_due = time.monotonic() + recheck_s
-                wake = min(heartbeat_due, recheck_due)
-                block_s = 0.0 if self.finished else max(wake - time.monotonic(), 0.001)
-                page = await live.read(cursor, PAGE, block_s=block_s)
-                if not page and self.finished:  # nothing more was published before it finished
+                wake = min(heartbeat_due, recheck_due, end_after)
+                page = await live.read(cursor, PAGE, block_s=wake - time.monotonic())
+                if not page and time.monotonic() >= end_after:
                     return
                 for event in page:
                     yield format_event(event)

@@ -351,11 +351,9 @@ def _progress(epoch: int, epochs: int, metrics: dict[str, Any] | None = None) ->
 def _announce(settings: Settings, job_id: str, status: JobStatus, **fields: Any) -> None:
     event = {"type": "status", "status": str(status), "time": utcnow().isoformat(),
              **{k: v for k, v in fields.items() if v is not None}}
+    done = [{**event, "type": "done"}] if status in FINISHED else []
     try:
-        stream = get_stream(settings)
-        stream.publish(job_id, event)
-        if status in FINISHED:
-            stream.publish(job_id, {**event, "type": "done"})
+        get_stream(settings).publish(job_id, event, *done)
     except StreamUnavailable:
         log.warning("job %s is %s, but the metrics stream cannot be reached to say so", job_id, status)
 

@@ -87,15 +87,17 @@ class MetricsStream:
     def key(self, job_id: str) -> str:
         return f"{self.key_prefix}noisyfit:jobs:{job_id}:events"
 
-    def publish(self, job_id: str, event: Event) -> str:
-        """Append an event; returns its id. A `done` event starts the stream's expiry."""
+    def publish(self, job_id: str, *events: Event) -> str:
+        """Append events at once (a reader sees all or none); returns the last one's id. A `done`
+        event starts the stream's expiry."""
         key = self.key(job_id)
         with _redis_errors():
             pipe = self.client.pipeline()
-            pipe.xadd(key, {"data": encode(event)}, maxlen=self.maxlen, approximate=True)
-            if event.get("type") == "done":
+            for event in events:
+                pipe.xadd(key, {"data": encode(event)}, maxlen=self.maxlen, approximate=True)
+            if any(event.get("type") == "done" for event in events):
                 pipe.expire(key, self.ttl_s)
-            return pipe.execute()[0]
+            return pipe.execute()[len(events) - 1]
 
     def read(self, job_id: str, after: str | None = None, count: int = 100) -> tuple[list[Event], str | None]:
         """Up to `count` events after the cursor, and the cursor to read on from."""
