@@ -45,8 +45,9 @@ class Settings(BaseSettings):
     # An idle Server-Sent Events stream sends a heartbeat comment this often.
     sse_heartbeat_s: float = 15.0
     # An open event stream asks the database this often whether its API key is still live
-    # (a revoked key's streams end within about this long) and whether its job finished.
-    sse_recheck_s: float = 5.0
+    # (a revoked key's streams end within about this long) and whether its job finished;
+    # 500 open streams cost about a tenth of a core at 10 s.
+    sse_recheck_s: float = 10.0
     # The API requeues running jobs whose lease lapsed this often (0: never; run it elsewhere).
     reaper_interval_s: float = 30.0
     # Object store calls: connect/read timeouts and attempts on connection errors.
