@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from shared.jobs import Conflict, InvalidCursor, LimitError, NotFound, QueueUnavailable, ServiceError
-from shared.spec import SpecError
+from shared.errors import SpecError
 from shared.store import BadArtifactName, ObjectMissing, StoreUnavailable
 from shared.stream import StreamUnavailable
 

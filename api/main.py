@@ -7,12 +7,13 @@ from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
+from fastapi.routing import APIRoute
 from sqlmodel import Session
 
 from api import errors
 from api.limits import BodySizeLimit
 from api.metrics import LatencyMiddleware, make_registry
-from api.routes import catalog, datasets, health, jobs, keys, sweeps
+from api.routes import catalog, datasets, docs, health, jobs, keys, sweeps
 from shared.db import get_engine, init_db
 from shared.jobs import requeue_stale
 from shared.settings import Settings, get_settings
@@ -20,7 +21,7 @@ from shared.store import StoreUnavailable, get_store
 
 log = logging.getLogger(__name__)
 
-ROUTERS = [health.router, keys.router, catalog.router, jobs.router, sweeps.router, datasets.router]
+ROUTERS = [health.router, docs.router, keys.router, catalog.router, jobs.router, sweeps.router, datasets.router]
 
 
 def current_settings(app: FastAPI) -> Settings:
@@ -60,11 +61,16 @@ async def _reap(settings: Settings) -> None:
             log.exception("requeueing stale jobs failed; trying again later")
 
 
+def operation_id(route: APIRoute) -> str:
+    """The route function's name (`create_job`), not FastAPI's default with the path and method in it."""
+    return route.name
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="noisyfit", version="1.0",
         description="Training as a service for learning with noisy labels (Ma et al., ICML 2020).",
-        lifespan=lifespan,
+        lifespan=lifespan, docs_url=None, redoc_url=None, generate_unique_id_function=operation_id,
     )
     if settings is not None:
         app.dependency_overrides[get_settings] = lambda: settings
@@ -74,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(LatencyMiddleware, histogram=latency)
     for router in ROUTERS:
         app.include_router(router)
+    app.mount(docs.STATIC_URL, docs.static_files(), name="static")
     return app
 
 

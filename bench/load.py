@@ -165,16 +165,15 @@ async def run_load(base_url: str, admin_token: str, jobs: int = 300, concurrency
 
 
 def _count_rows(database_url: str, user_ids: list[int]) -> int:
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import text
 
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            query = text("SELECT count(*) FROM job WHERE user_id = ANY(:ids)") if engine.dialect.name == "postgresql" \
-                else text(f"SELECT count(*) FROM job WHERE user_id IN ({','.join(str(int(i)) for i in user_ids)})")
-            return int(connection.execute(query, {"ids": user_ids}).scalar_one())
-    finally:
-        engine.dispose()
+    from shared.db import get_engine
+
+    engine = get_engine(database_url)
+    with engine.connect() as connection:
+        query = text("SELECT count(*) FROM job WHERE user_id = ANY(:ids)") if engine.dialect.name == "postgresql" \
+            else text(f"SELECT count(*) FROM job WHERE user_id IN ({','.join(str(int(i)) for i in user_ids)})")
+        return int(connection.execute(query, {"ids": user_ids}).scalar_one())
 
 
 def _free_port() -> int:

@@ -1,45 +1,62 @@
 """The `noisyfit` command: submit, follow and fetch training jobs and sweeps over HTTP, or
-train in the foreground with `noisyfit train`.
+train in the foreground with `noisyfit train` (the engine, and torch, are imported only then).
 
 Exit codes: 0 done, 1 the API refused or could not be reached (one line on stderr, or a
-watched job that did not succeed), 2 a usage error, 130 interrupted.
+watched job that did not succeed), 2 a usage error, 130 interrupted, 141 the reader of the
+output went away (as `noisyfit list | head -1` does).
 """
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from client.config import ConfigError, load_config
-from client.http import TERMINAL, ApiError, ClientError, NoisyfitClient
+from client.http import TERMINAL, ClientError, NoisyfitClient
+from client.spec_flags import (
+    UsageError,
+    add_spec_options,
+    parse_value,
+    read_object,
+    spec_from_args,
+    split_assignment,
+)
 from shared.catalog import PAPER_GRIDS
-from shared.sweeps import GridError, check_grid, paper_grid, set_path, table_csv, table_markdown
+from shared.errors import SpecError
+from shared.sweeps import check_grid, paper_grid, table_markdown
 
 Json = dict[str, Any]
 Command = Callable[[argparse.Namespace], int]
-
-
-class UsageError(Exception):
-    """The command line or a file it names cannot be used as given."""
+BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
+STEP_EVERY = 10  # optimizer steps between two redraws of `noisyfit train`'s line on a terminal
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["train"]:
-        return train(argv[1:])
+    try:
+        code = run(sys.argv[1:] if argv is None else list(argv))
+        sys.stdout.flush()  # here, so that a reader that left is noticed here and not at exit
+        return code
+    except BrokenPipeError:
+        _discard_stdout()
+        return BROKEN_PIPE
+
+
+def run(argv: list[str]) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit:  # argparse has printed the usage and the problem
         return int(exit.code or 0)
-    if args.command == "train":
-        return train(args.args)
     try:
         return args.run(args)
-    except (UsageError, ConfigError, GridError) as error:
+    except (UsageError, ConfigError) as error:
         print(f"noisyfit: {error}", file=sys.stderr)
+        return 2
+    except SpecError as error:
+        print(f"noisyfit: {error.message} (field: {error.field})", file=sys.stderr)
         return 2
     except ClientError as error:
         print(f"noisyfit: error: {error}", file=sys.stderr)
@@ -47,6 +64,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that the flush at exit does not fail a second time."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is no file (captured, closed)
+        pass
 
 
 # The command line
@@ -68,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("submit", cmd_submit, "submit a training job")
     sub.add_argument("spec", nargs="?", metavar="SPEC.json", help="job spec file ('-' reads stdin); flags override it")
-    _spec_options(sub)
+    add_spec_options(sub)
     sub.add_argument("--idempotency-key", help="resubmitting with the same key returns the same job")
     sub.add_argument("--watch", action="store_true", help="follow the job until it ends")
 
@@ -97,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--grid", action="append", default=[], metavar="FIELD=V1,V2", help="a grid field and its values (repeatable)"
     )
-    _spec_options(sub)
+    add_spec_options(sub)
     sub = command("status", cmd_sweep_status, "show a sweep and its table", sweep)
     sub.add_argument("id")
     sub = command("table", cmd_sweep_table, "print a sweep's table (mean ± std over seeds)", sweep)
@@ -115,8 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
     command("list", cmd_datasets_list, "list your data sets", datasets)
 
     command("catalog", cmd_catalog, "what can be asked for: data sets, losses, models, noise, presets")
-    sub = commands.add_parser("train", help="train in the foreground, without a server (noisyfit train SPEC --out DIR)")
-    sub.add_argument("args", nargs=argparse.REMAINDER)
+
+    help = "train one job in the foreground, without a server; the artifacts land in --out"
+    sub = commands.add_parser("train", help=help, description=help)
+    sub.set_defaults(run=cmd_train)
+    sub.add_argument("spec", nargs="?", metavar="SPEC.json", help="job spec file ('-' reads stdin); flags override it")
+    add_spec_options(sub)
+    sub.add_argument("--out", required=True, type=Path, help="folder for the artifacts (resumes the run it holds)")
+    sub.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    sub.add_argument("--data-dir", type=Path, help="data set cache (default: NOISYFIT_DATA_DIR)")
+    sub.add_argument("--download", action="store_true", help="download a missing data set (MNIST, CIFAR)")
+    sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print result.json's content")
     return parser
 
 
@@ -129,77 +163,6 @@ def _connection_options(parser: argparse.ArgumentParser, subcommand: bool) -> No
     parser.add_argument("--api-key", default=default(None), help="API key (else NOISYFIT_API_KEY or the config file)")
     parser.add_argument("--timeout", type=float, default=default(30.0), help="seconds per request (default: 30)")
     parser.add_argument("--json", action="store_true", default=default(False), help="print the API's JSON")
-
-
-def _spec_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset")
-    parser.add_argument("--loss", help="e.g. ce, gce, nce+rce")
-    parser.add_argument(
-        "--noise", metavar="TYPE[:RATE]", help="none, symmetric:0.6, asymmetric:0.4, transition:MATRIX.json"
-    )
-    parser.add_argument("--alpha", type=float)
-    parser.add_argument("--beta", type=float)
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--train-size", type=int)
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="any spec field, dotted for nested ones (repeatable)",
-    )
-
-
-def spec_from_args(args: argparse.Namespace, spec: Json | None = None) -> Json:
-    """A spec from a file's contents and the flags; the flags win."""
-    spec = dict(spec or {})
-    for name in ("dataset", "loss", "alpha", "beta", "epochs", "seed", "train_size"):
-        value = getattr(args, name)
-        if value is not None:
-            spec[name] = value
-    if args.noise is not None:
-        spec["noise"] = parse_noise(args.noise)
-    for assignment in args.set:
-        key, value = _split_assignment(assignment, "--set")
-        set_path(spec, key, parse_value(value))
-    return spec
-
-
-def parse_noise(text: str) -> Json:
-    kind, _, value = text.partition(":")
-    if kind == "none":
-        return {"type": "none", "rate": 0.0}
-    if kind == "transition":
-        if not value:
-            raise UsageError("--noise transition:FILE needs a JSON file holding the K×K matrix")
-        return {"type": "transition", "matrix": read_json(value)}
-    try:
-        return {"type": kind, "rate": float(value)}
-    except ValueError:
-        raise UsageError(f"--noise {text!r}: write TYPE:RATE, e.g. symmetric:0.4") from None
-
-
-def parse_value(text: str) -> Any:
-    """JSON where it parses (numbers, true, lists), the text itself otherwise."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def _split_assignment(text: str, flag: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise UsageError(f"{flag} {text!r}: write KEY=VALUE")
-    return key.strip(), value
-
-
-def read_json(path: str) -> Any:
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-        return json.loads(text)
-    except OSError as error:
-        raise UsageError(f"cannot read {path}: {error.strerror or error}") from None
-    except ValueError as error:
-        raise UsageError(f"{path} is not valid JSON: {error}") from None
 
 
 def make_client(args: argparse.Namespace) -> NoisyfitClient:
@@ -218,10 +181,15 @@ def emit(args: argparse.Namespace, data: Any, human: Callable[[Any], str]) -> No
 # Jobs
 
 
-def cmd_submit(args: argparse.Namespace) -> int:
-    spec = spec_from_args(args, read_json(args.spec) if args.spec else None)
+def read_spec(args: argparse.Namespace, command: str) -> Json:
+    spec = spec_from_args(args, read_object(args.spec, "a job spec") if args.spec else None)
     if "dataset" not in spec:
-        raise UsageError("submit needs a SPEC.json file or --dataset")
+        raise UsageError(f"{command} needs a SPEC.json file or --dataset")
+    return spec
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    spec = read_spec(args, "submit")
     with make_client(args) as client:
         job = client.submit_job(spec, args.idempotency_key)
         emit(args, job, lambda j: f"submitted job {j['id']} ({j['status']}): {describe(j.get('spec') or spec)}")
@@ -329,7 +297,8 @@ def format_job_list(page: Json) -> str:
 
 
 class Progress:
-    """One line per epoch, or one line redrawn in place on a terminal."""
+    """A job's events as one line per epoch, or, on a terminal, with a line redrawn in place
+    for the steps in between. `noisyfit watch` and `noisyfit train` print the same lines."""
 
     WIDTH = 24
 
@@ -337,28 +306,31 @@ class Progress:
         self.out = out
         self.epochs = epochs
         self.live = out.isatty()
-        self.dirty = False
+
+    def event(self, event: Json) -> None:
+        kind = event.get("type")
+        if kind == "epoch":
+            self.epoch(event)
+        elif kind == "step":
+            self.step(event)
+        elif kind == "status":
+            self._show(f"status: {event.get('status')}")
 
     def epoch(self, event: Json) -> None:
         epoch, epochs = event.get("epoch", 0), event.get("epochs") or self.epochs
         self.epochs = epochs
-        fields = [
-            f"loss {event['train_loss']:.4f}" if isinstance(event.get("train_loss"), (int, float)) else "",
-            f"train {percent(event.get('train_acc'))}" if "train_acc" in event else "",
-            f"test {percent(event.get('test_acc'))}" if "test_acc" in event else "",
-            f"memorised {percent(event.get('memorized'))}" if "memorized" in event else "",
-        ]
-        figures = "  ".join(f for f in fields if f)
-        self._show(f"epoch {epoch}/{epochs or '?'} {bar(epoch, epochs, self.WIDTH)} {figures}")
+        figures = [f"loss {event['train_loss']:.4f}" if _number(event.get("train_loss")) else ""]
+        for name, key in (("train", "train_acc"), ("test", "test_acc"), ("memorised", "memorized")):
+            figures.append(f"{name} {percent(event[key])}" if _number(event.get(key)) else "")
+        text = "  ".join(f for f in figures if f)
+        self._show(f"epoch {epoch}/{epochs or '?'} {bar(epoch, epochs, self.WIDTH)} {text}")
 
     def step(self, event: Json) -> None:
-        if self.live and event.get("step") is not None:
-            steps = event.get("steps")
-            of = f"/{steps}" if steps else ""
-            self._show(f"epoch {event.get('epoch', '?')}: step {event['step']}{of}", final=False)
-
-    def line(self, text: str) -> None:
-        self._show(text)
+        if self.live and event.get("batch") is not None:
+            self._show(
+                f"epoch {event.get('epoch', '?')}/{event.get('epochs') or self.epochs or '?'}:"
+                f" batch {event['batch']}/{event.get('batches', '?')}", final=False,
+            )  # fmt: skip
 
     def _show(self, text: str, final: bool = True) -> None:
         if self.live:
@@ -366,6 +338,10 @@ class Progress:
         elif final:
             self.out.write(text + "\n")
         self.out.flush()
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def bar(done: int, total: int | None, width: int) -> str:
@@ -381,13 +357,7 @@ def watch(client: NoisyfitClient, job_id: str, out: TextIO) -> int:
     if job["status"] not in TERMINAL:
         progress = Progress(out, (job.get("spec") or {}).get("epochs"))
         for event in client.events(job_id):
-            kind = event.get("type")
-            if kind == "epoch":
-                progress.epoch(event)
-            elif kind == "step":
-                progress.step(event)
-            elif kind == "status":
-                progress.line(f"status: {event.get('status')}")
+            progress.event(event)
         job = client.get_job(job_id)
     print(format_job(job), file=out)
     return 0 if job["status"] == "succeeded" else 1
@@ -397,9 +367,7 @@ def watch(client: NoisyfitClient, job_id: str, out: TextIO) -> int:
 
 
 def cmd_sweep_submit(args: argparse.Namespace) -> int:
-    sweep = read_json(args.file) if args.file else {}
-    if not isinstance(sweep, dict):
-        raise UsageError(f"{args.file} must hold an object with base and grid")
+    sweep = read_object(args.file, '{"base": SPEC, "grid": {FIELD: [VALUES]}}') if args.file else {}
     base = spec_from_args(args, sweep.get("base"))
     grid = dict(sweep.get("grid") or {})
     if args.preset:
@@ -407,7 +375,7 @@ def cmd_sweep_submit(args: argparse.Namespace) -> int:
             raise UsageError("--preset needs --dataset (the paper's grids are per data set)")
         grid = {**paper_grid(args.preset, base["dataset"], _seeds(args.seeds)), **grid}
     for entry in args.grid:
-        key, values = _split_assignment(entry, "--grid")
+        key, values = split_assignment(entry, "--grid")
         grid[key] = [parse_value(v) for v in values.split(",")]
     if "dataset" not in base:
         raise UsageError("sweep submit needs a base spec with a dataset (SWEEP.json or --dataset)")
@@ -434,43 +402,32 @@ def cmd_sweep_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_sweep(sweep: Json) -> str:
+def format_sweep(sweep: Json, table: bool = True) -> str:
     lines = [f"sweep {sweep['id']}  {sweep.get('status', '')}".rstrip()]
     counts = sweep.get("counts")
     if counts:
         lines.append("  " + ", ".join(f"{n} {status}" for status, n in counts.items() if n))
     else:
         lines.append(f"  {len(sweep.get('jobs', []))} jobs")
-    if sweep.get("table"):
+    if table and sweep.get("table"):
         lines += ["", table_markdown(sweep["table"]).rstrip()]
     return "\n".join(lines)
 
 
 def cmd_sweep_table(args: argparse.Namespace) -> int:
     with make_client(args) as client:
-        try:
-            table = client.sweep_table(args.id, args.format)
-        except ApiError as error:
-            if error.status not in (404, 405):
-                raise
-            table = local_table(client.get_sweep(args.id).get("table") or [], args.format)
+        table = client.sweep_table(args.id, args.format)
     text = json.dumps(table, indent=2) if args.format == "json" else table
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
 
 
 def cmd_sweep_cancel(args: argparse.Namespace) -> int:
+    """Queued jobs are cancelled at once; running ones stop at their next step."""
     with make_client(args) as client:
         sweep = client.cancel_sweep(args.id)
-    emit(args, sweep, lambda s: f"sweep {s.get('id', args.id)}: {s.get('status', 'cancel requested')}")
+    emit(args, sweep, lambda s: format_sweep(s, table=False))
     return 0
-
-
-def local_table(rows: list[Json], format: str) -> Any:
-    """The table from the sweep's rows, for an API without GET /v1/sweeps/{id}/table."""
-    if format == "json":
-        return rows
-    return table_csv(rows) if format == "csv" else table_markdown(rows)
 
 
 # Data sets and catalog
@@ -513,6 +470,9 @@ def format_catalog(catalog: Json) -> str:
     lines.append("losses:")
     for name, info in (catalog.get("losses") or {}).items():
         lines.append(f"  {name:6} {info.get('formula', '') if isinstance(info, dict) else info}")
+    lines.append("loss combinations (written first+second, e.g. nce+rce):")
+    for name, rule in (catalog.get("combinations") or {}).items():
+        lines.append(f"  {name:6} {rule}")
     for title, key in (("models", "models"), ("noise", "noise"), ("sweep presets", "sweep_presets")):
         lines.append(f"{title}: " + ", ".join(catalog.get(key) or {}))
     return "\n".join(lines)
@@ -521,18 +481,30 @@ def format_catalog(catalog: Json) -> str:
 # Training without a server
 
 
-def train(argv: list[str]) -> int:
-    """`noisyfit train SPEC --out DIR`: the worker's own command line, imported only now
-    (it needs torch, which the client does not)."""
+def cmd_train(args: argparse.Namespace) -> int:
+    spec = read_spec(args, "train")
     try:
-        from worker.cli import main as worker_main
+        from worker import local  # torch: only for this command
     except ImportError as error:
-        print(
-            f"noisyfit: train needs the training engine ({error}); install it with: pip install 'noisyfit[worker]'",
-            file=sys.stderr,
-        )
+        print(f"noisyfit: train needs the training engine ({error}); pip install 'noisyfit[worker]'", file=sys.stderr)
         return 1
-    return int(worker_main(argv) or 0)
+    progress = Progress(sys.stderr if args.json else sys.stdout, spec.get("epochs"))  # --json: stdout is the result
+    step_every = STEP_EVERY if progress.live else 0
+    try:
+        result = local.train(
+            spec, args.out, device=args.device, data_dir=args.data_dir, download=args.download,
+            on_event=progress.event, step_every=step_every,
+        )  # fmt: skip
+    except local.LocalRunError as error:
+        raise UsageError(str(error)) from None
+    if result["status"] == "stopped":
+        print(f"stopped after {result['epochs_completed']} epochs; run the same command again to resume")
+        return 130
+    emit(args, result, lambda r: (
+        f"final test accuracy {percent(r['final_test_accuracy'])}, best {percent(r['best_test_accuracy'])};"
+        f" artifacts in {args.out}"
+    ))  # fmt: skip
+    return 0
 
 
 if __name__ == "__main__":

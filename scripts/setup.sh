@@ -15,9 +15,10 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import noisyfit_installed" 2>/dev/null; then
+# A marker holding pyproject.toml's hash: the next run skips pip unless the dependencies changed.
+wanted="digest = '$(sha256sum pyproject.toml | cut -d' ' -f1)'"
+if [ "$(.venv/bin/python -c 'import noisyfit_installed as m; print(f"digest = {m.digest!r}")' 2>/dev/null)" != "$wanted" ]; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e '.[worker,test]'
-  # A marker so the next run skips pip; delete .venv to reinstall.
-  echo "" > "$(.venv/bin/python -c 'import site; print(site.getsitepackages()[0])')/noisyfit_installed.py"
+  echo "$wanted" > "$(.venv/bin/python -c 'import site; print(site.getsitepackages()[0])')/noisyfit_installed.py"
 fi

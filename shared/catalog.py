@@ -12,6 +12,9 @@ from typing import Literal
 
 Role = Literal["active", "passive", "composite"]
 
+MAX_LOSS_PARAM = 1e6
+"""|value| of any loss parameter: finite and bounded, so a spec always stores as JSON."""
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -25,13 +28,61 @@ class DatasetInfo:
 
 
 @dataclass(frozen=True)
+class ParamRule:
+    """A loss parameter: its default and the open or closed interval it must lie in."""
+
+    default: float
+    low: float = -MAX_LOSS_PARAM
+    high: float = MAX_LOSS_PARAM
+    low_open: bool = False
+    high_open: bool = False
+
+    def allows(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def rule(self, name: str) -> str:
+        """The interval as a reader writes it: "q > 0", "A < 0", "0 <= gamma"."""
+        parts = []
+        if self.low > -MAX_LOSS_PARAM:
+            parts.append(f"{name} {'>' if self.low_open else '>='} {self.low:g}")
+        if self.high < MAX_LOSS_PARAM:
+            parts.append(f"{name} {'<' if self.high_open else '<='} {self.high:g}")
+        return " and ".join(parts) or f"|{name}| <= {MAX_LOSS_PARAM:g}"
+
+
+@dataclass(frozen=True)
 class LossInfo:
+    """A loss term, or a named composite of two (`terms`): its role in the APL grammar."""
+
     role: Role
     robust: bool
     formula: str
-    params: dict[str, float] = field(default_factory=dict)
+    params: dict[str, ParamRule] = field(default_factory=dict)
     source: str = "Ma et al., ICML 2020"
     note: str = ""
+    normalizes: str | None = None  # the base loss of a normalized term (Eq. 1)
+    terms: tuple[str, str] | None = None  # a composite's two terms, weighed alpha and beta
+
+
+@dataclass(frozen=True)
+class Combination:
+    """Two robust terms that may be added, weighed alpha and beta, in this order of roles."""
+
+    roles: tuple[Role, Role]
+    description: str
+
+
+@dataclass(frozen=True)
+class NoiseKind:
+    """A kind of synthetic label noise and the rates it may take."""
+
+    description: str
+    rate_below: Literal["(K-1)/K", "1/2", "no rate"]  # why: see `rate_reason`
+    rate_reason: str = ""
+    needs_class_map: bool = False  # only for data sets with the paper's class maps
+    needs_matrix: bool = False
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -49,47 +100,65 @@ DATASETS: dict[str, DatasetInfo] = {
 
 A_REFERENCE = -9.210340371976182  # ln(1e-4): the RCE constant of the reference code
 
+# Bounds keep every loss finite in fp32: (a + 1)^q stays below 1e21 for a <= 100, q <= 10.
+POSITIVE = dict(low=0.0, low_open=True)
+GAMMA = ParamRule(0.5, low=0.0, high=10.0)
+Q = ParamRule(0.7, **POSITIVE, high=1.0)  # GCE's q in (0, 1] (Zhang & Sabuncu, 2018)
+RCE_A = ParamRule(A_REFERENCE, low=-100.0, high=0.0, high_open=True)  # the log of what stands in for log 0
+SHIFT = dict(high=100.0)  # the a of AGCE, AUL, AEL
+POWER = ParamRule(1.5, **POSITIVE, high=10.0)  # the q of AGCE, AUL
+
 LOSSES: dict[str, LossInfo] = {
     "ce": LossInfo("active", False, "CE = -log p_y"),
-    "fl": LossInfo("active", False, "FL = -(1 - p_y)^γ log p_y", {"gamma": 0.5}, "Lin et al., 2017"),
-    "gce": LossInfo("active", False, "GCE = (1 - p_y^q) / q", {"q": 0.7}, "Zhang & Sabuncu, 2018"),
+    "fl": LossInfo("active", False, "FL = -(1 - p_y)^γ log p_y", {"gamma": GAMMA}, "Lin et al., 2017"),
+    "gce": LossInfo("active", False, "GCE = (1 - p_y^q) / q", {"q": Q}, "Zhang & Sabuncu, 2018"),
     "mae": LossInfo(
         "passive", True, "MAE = 1 - p_y", note="reference-code form: the paper's Σ|p-q| is 2(1 - p_y)"
     ),
     "rce": LossInfo(
-        "passive", True, "RCE = -A (1 - p_y)", {"A": A_REFERENCE}, "Wang et al., 2019",
+        "passive", True, "RCE = -A (1 - p_y)", {"A": RCE_A}, "Wang et al., 2019",
         "A = ln(1e-4) as in the reference code; the paper's text says -4 (log10)",
     ),
     "sce": LossInfo(
-        "composite", False, "SCE = α CE + β RCE", {"A": A_REFERENCE}, "Wang et al., 2019",
-        "α weighs CE and β RCE",
+        "composite", False, "SCE = α CE + β RCE", {"A": RCE_A}, "Wang et al., 2019",
+        "α weighs CE and β RCE", terms=("ce", "rce"),
     ),
-    "nce": LossInfo("active", True, "NCE = log p_y / Σ_j log p_j  (Eq. 2)"),
+    "nce": LossInfo("active", True, "NCE = log p_y / Σ_j log p_j  (Eq. 2)", normalizes="ce"),
     "nfl": LossInfo(
-        "active", True, "NFL = (1 - p_y)^γ log p_y / Σ_j (1 - p_j)^γ log p_j  (Eq. 5)", {"gamma": 0.5}
+        "active", True, "NFL = (1 - p_y)^γ log p_y / Σ_j (1 - p_j)^γ log p_j  (Eq. 5)", {"gamma": GAMMA},
+        normalizes="fl",
     ),
-    "ngce": LossInfo("active", True, "NGCE = (1 - p_y^q) / Σ_j (1 - p_j^q)  (Eq. 1 on GCE)", {"q": 0.7}),
+    "ngce": LossInfo(
+        "active", True, "NGCE = (1 - p_y^q) / Σ_j (1 - p_j^q)  (Eq. 1 on GCE)", {"q": Q}, normalizes="gce"
+    ),
     "nmae": LossInfo(
         "passive", True, "NMAE = (1 - p_y) / (K - 1)  (Eq. 3)",
-        note="the reference code has an extra 1/2",
+        note="the reference code has an extra 1/2", normalizes="mae",
     ),
     "nrce": LossInfo(
-        "passive", True, "NRCE = (1 - p_y) / (K - 1)  (Eq. 4)", {"A": A_REFERENCE},
-        note="the reference code multiplies by (K-1)/4 instead of normalizing; we normalize",
+        "passive", True, "NRCE = (1 - p_y) / (K - 1)  (Eq. 4)", {"A": RCE_A},
+        note="the reference code multiplies by (K-1)/4 instead of normalizing; we normalize", normalizes="rce",
     ),
     "nnce": LossInfo(
         "passive", True, "NNCE = 1 - ℓ_y / Σ_k ℓ_k,  ℓ_k = A + log clamp(p_k, 1e-7)",
         source="Ye et al., NeurIPS 2023 (Active Negative Loss)",
     ),
     "agce": LossInfo(
-        "passive", True, "AGCE = ((a + 1)^q - (a + p_y)^q) / q", {"a": 6.0, "q": 1.5},
-        "Zhou et al., ICML 2021",
+        "passive", True, "AGCE = ((a + 1)^q - (a + p_y)^q) / q",
+        {"a": ParamRule(6.0, **POSITIVE, **SHIFT), "q": POWER}, "Zhou et al., ICML 2021",
     ),
     "aul": LossInfo(
-        "passive", True, "AUL = ((a - p_y)^q - (a - 1)^q) / q", {"a": 6.3, "q": 1.5},
-        "Zhou et al., ICML 2021",
+        "passive", True, "AUL = ((a - p_y)^q - (a - 1)^q) / q",
+        {"a": ParamRule(6.3, low=1.0, low_open=True, **SHIFT), "q": POWER}, "Zhou et al., ICML 2021",
     ),
-    "ael": LossInfo("passive", True, "AEL = exp(-p_y / a)", {"a": 5.0}, "Zhou et al., ICML 2021"),
+    "ael": LossInfo("passive", True, "AEL = exp(-p_y / a)", {"a": ParamRule(5.0, **POSITIVE, **SHIFT)}, "Zhou et al., ICML 2021"),
+}
+
+# How two terms may be combined into "first+second" = α·first + β·second. Both must be robust.
+COMBINATIONS: dict[str, Combination] = {
+    "apl": Combination(("active", "passive"), "Active Passive Loss (Eq. 6), e.g. nce+rce"),
+    "aal": Combination(("active", "active"), "two robust active terms (the paper's ablation, e.g. nfl+nce)"),
+    "ppl": Combination(("passive", "passive"), "two robust passive terms (the paper's ablation, e.g. mae+rce)"),
 }
 
 MODELS: dict[str, str] = {
@@ -100,12 +169,22 @@ MODELS: dict[str, str] = {
     "imagenet-resnet50": "the standard ImageNet ResNet-50, from scratch",
 }
 
-NOISE_KINDS: dict[str, str] = {
-    "none": "clean labels",
-    "symmetric": "exactly rate·N labels, each to a uniformly drawn other class",
-    "asymmetric": "the paper's per-data-set class maps at rate r",
-    "pairflip": "class c → c+1 (mod K) at rate r",
-    "transition": "each label drawn from row y of a user-given K×K matrix",
+NOISE_KINDS: dict[str, NoiseKind] = {
+    "none": NoiseKind("clean labels", "no rate"),
+    "symmetric": NoiseKind(
+        "exactly rate·N labels, each to a uniformly drawn other class", "(K-1)/K",
+        "at (K-1)/K a wrong label is as frequent as the true one",
+    ),
+    "asymmetric": NoiseKind(
+        "the paper's per-data-set class maps at rate r", "1/2",
+        "at 1/2 the flipped class outnumbers the true one", needs_class_map=True,
+    ),
+    "pairflip": NoiseKind(
+        "class c → c+1 (mod K) at rate r", "1/2", "at 1/2 the flipped class outnumbers the true one"
+    ),
+    "transition": NoiseKind(
+        "each label drawn from row y of a user-given K×K matrix", "no rate", needs_matrix=True
+    ),
 }
 
 AUGMENTATIONS: dict[str, str] = {
@@ -199,22 +278,33 @@ PAPER_GRIDS: dict[str, dict] = {
     "alpha-beta": {"alpha": [0.1, 1.0, 10.0], "beta": [0.1, 1.0, 10.0, 100.0], "validation_split": [0.2]},
 }
 
-ACTIVE_ROBUST = sorted(n for n, i in LOSSES.items() if i.role == "active" and i.robust)
-PASSIVE_ROBUST = sorted(n for n, i in LOSSES.items() if i.role == "passive" and i.robust)
+def robust_terms(role: Role) -> list[str]:
+    """The robust single terms of a role: what a combination may use."""
+    return sorted(n for n, i in LOSSES.items() if i.role == role and i.robust and i.terms is None)
+
+
+def _combination(combination: Combination) -> str:
+    first, second = combination.roles
+    return (f"{first}+{second}: one of {', '.join(robust_terms(first))}, then a different one of "
+            f"{', '.join(robust_terms(second))}: {combination.description}")
+
+
+def _loss(info: LossInfo) -> dict:
+    return {
+        **vars(info),
+        "params": {name: rule.default for name, rule in info.params.items()},
+        "param_rules": {name: rule.rule(name) for name, rule in info.params.items()},
+    }
 
 
 def catalog() -> dict:
     """Everything a client may ask for, as JSON-ready data (GET /v1/catalog)."""
     return {
         "datasets": {name: vars(info) for name, info in DATASETS.items()},
-        "losses": {name: {**vars(info), "params": dict(info.params)} for name, info in LOSSES.items()},
-        "combinations": {
-            "apl": "active+passive: one of %s plus one of %s" % (ACTIVE_ROBUST, PASSIVE_ROBUST),
-            "aal": "two different robust active terms (the paper's ablation, e.g. nfl+nce)",
-            "ppl": "two different robust passive terms (the paper's ablation, e.g. mae+rce)",
-        },
+        "losses": {name: _loss(info) for name, info in LOSSES.items()},
+        "combinations": {name: _combination(c) for name, c in COMBINATIONS.items()},
         "models": MODELS,
-        "noise": NOISE_KINDS,
+        "noise": {name: vars(kind) for name, kind in NOISE_KINDS.items()},
         "augmentations": AUGMENTATIONS,
         "schedules": SCHEDULES,
         "precisions": PRECISIONS,

@@ -31,7 +31,8 @@ from shared.catalog import DATASETS
 from shared.models import ACTIVE, FINISHED, Dataset, Job, JobStatus, utcnow
 from shared.queue import send_train
 from shared.settings import Settings
-from shared.spec import DataInfo, JobSpec, SpecError, resolve_spec
+from shared.errors import SpecError
+from shared.spec import DataInfo, JobSpec, resolve_spec
 from shared.store import JOB_ID, ObjectMissing, ObjectStore, artifact_key, job_prefix
 from shared.stream import CURSOR_FORM, MetricsStream, StreamUnavailable, finite, get_stream, stream_id
 
@@ -102,8 +103,8 @@ def create_job(
     The same `idempotency_key` with the same resolved spec returns the stored job
     (created=False); with another spec it raises IdempotencyConflict.
     """
-    spec = parse_spec(spec)
-    resolved = resolve_spec(spec, _data_info(session, user_id, spec.dataset))
+    spec = spec if isinstance(spec, JobSpec) else JobSpec.parse(spec)
+    resolved = resolve_spec(spec, _data_info(session, user_id, spec.dataset)).to_json()
     request_hash = _hash({"spec": resolved, "sweep_id": sweep_id})
     if idempotency_key is not None:
         existing = _replay(session, user_id, idempotency_key, request_hash)
@@ -136,17 +137,6 @@ def create_job(
         raise QueueUnavailable(f"the job queue cannot be reached, so no job was created; retry later ({exc})")
     _announce(settings, job.id, JobStatus.queued)
     return job, True
-
-
-def parse_spec(spec: JobSpec | dict[str, Any]) -> JobSpec:
-    """A JobSpec from a dict (e.g. a sweep cell); the first problem becomes a SpecError."""
-    if isinstance(spec, JobSpec):
-        return spec
-    try:
-        return JobSpec.model_validate(spec)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise SpecError(".".join(str(p) for p in first["loc"]) or "spec", first["msg"]) from exc
 
 
 def get_job(session: Session, user_id: int, job_id: str) -> Job:
@@ -378,7 +368,7 @@ def _data_info(session: Session, user_id: int, name: str) -> DataInfo | None:
         return None
     ds = session.get(Dataset, name) if DATASET_ID.fullmatch(name) else None
     if ds is None or ds.user_id != user_id:
-        raise SpecError("dataset", f"no data set {name!r} of yours; GET /v1/datasets lists them")
+        raise SpecError(f"no data set {name!r} of yours; GET /v1/datasets lists them", "dataset")
     family = "mnist" if ds.channels == 1 else ("cifar100" if ds.num_classes > 10 else "cifar10")
     return DataInfo(ds.num_classes, ds.channels, ds.size, ds.train_samples, family, builtin=False)
 

@@ -1,43 +1,32 @@
-"""The job spec: what a user may send, its bounds, and its resolution against the paper's presets.
+"""The job spec: what a user may send (`JobSpec`) and what a job runs with (`ResolvedSpec`).
 
-`JobSpec` validates one request (pydantic; unknown fields are refused, so a typo never goes
-unnoticed). `resolve_spec` fills every missing value from the recipe of the data set's
-family and the loss's preset, and returns the fully resolved spec that the job record
-stores, so that any run can be repeated exactly.
+`JobSpec` validates one request: strict types (`"epochs": true` or `"1"` is refused), unknown
+fields refused, so a typo never goes unnoticed. `resolve_spec` fills every missing value from
+the recipe of the data set's family and the loss's preset, applies the rules of
+shared/rules.py (the same the engine applies), and returns a `ResolvedSpec`: typed, immutable,
+without optional fields. The job record stores it, so any run can be repeated exactly, and the
+worker reads it as attributes.
 """
 
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from shared.catalog import (
-    ACTIVE_ROBUST,
-    AUGMENTATIONS,
-    DATASETS,
-    LOSS_PRESETS,
-    LOSSES,
-    MODELS,
-    PASSIVE_ROBUST,
-    PRECISIONS,
-    RECIPES,
-    SCHEDULES,
-)
+from shared.catalog import AUGMENTATIONS, DATASETS, LOSS_PRESETS, MODELS, NOISE_KINDS, PRECISIONS, RECIPES, SCHEDULES
+from shared.errors import SpecError
+from shared.rules import MAX_WEIGHT, check_noise, check_weights, loss_params, parse_loss
 
 MAX_EPOCHS = 1000
 MAX_BATCH = 8192
-MAX_WEIGHT = 1000.0  # α and β
-MAX_LOSS_PARAM = 1e6  # |q|, |gamma|, |A|, ...: finite and bounded, so a spec always stores as JSON
-LossParam = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_LOSS_PARAM, le=MAX_LOSS_PARAM)]
+MAX_CLASSES = 1000
+
+NoiseType = Literal["none", "symmetric", "asymmetric", "pairflip", "transition"]
+LossParams = dict[Annotated[str, Field(max_length=32)], float]
 
 
-class SpecError(ValueError):
-    """A spec that cannot run as asked; `field` names the part to change."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
-        self.message = message
+def _one_of(names: Any) -> str:
+    return ", ".join(sorted(names))
 
 
 @dataclass(frozen=True)
@@ -51,248 +40,203 @@ class DataInfo:
     family: str
     builtin: bool
 
+    @classmethod
+    def builtin_named(cls, name: str) -> "DataInfo":
+        if name not in DATASETS:
+            raise SpecError(
+                f"unknown dataset {name!r}; choose one of: {_one_of(DATASETS)}, "
+                "or the id of a data set you uploaded (GET /v1/datasets)", "dataset",
+            )
+        info = DATASETS[name]
+        return cls(info.num_classes, info.channels, info.size, info.train_samples, info.family, builtin=True)
 
-def _allowed(names) -> str:
-    return ", ".join(sorted(names))
+
+class NoiseSettings(BaseModel):
+    """Synthetic label noise added to the training labels, as a user writes it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    type: NoiseType = Field("none", description="kind of noise: " + "; ".join(
+        f"{name}: {kind.description}" for name, kind in NOISE_KINDS.items()))
+    rate: float = Field(0.0, ge=0.0, lt=1.0, allow_inf_nan=False,
+                        description="share of labels changed (fraction); symmetric < (K-1)/K, asymmetric "
+                                    "and pairflip < 0.5, none and transition take 0")
+    matrix: list[list[float]] | None = Field(
+        None, max_length=MAX_CLASSES,
+        description="transition noise only: K×K, row i = P(noisy label | true class i), diagonal largest")
 
 
-class NoiseSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["none", "symmetric", "asymmetric", "pairflip", "transition"] = "none"
-    rate: float = Field(0.0, ge=0.0, lt=1.0)
-    matrix: list[list[float]] | None = Field(None, max_length=1000)
+def _field(default: Any, description: str, **bounds: Any) -> Any:
+    return Field(default, description=description, **bounds)
 
 
 class JobSpec(BaseModel):
-    """A training job as the user writes it; None means 'take the preset'."""
+    """A training job as the user writes it; a missing (null) value takes the paper's preset."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    dataset: str = Field(..., min_length=1, max_length=64)
-    noise: NoiseSpec = NoiseSpec()
-    loss: str = Field("ce", min_length=1, max_length=64)
-    alpha: float | None = Field(None, gt=0.0, le=MAX_WEIGHT)
-    beta: float | None = Field(None, gt=0.0, le=MAX_WEIGHT)
-    loss_params: dict[Annotated[str, Field(max_length=32)], LossParam] = Field(default_factory=dict, max_length=16)
-    model: str | None = None
-    epochs: int | None = Field(None, ge=1, le=MAX_EPOCHS)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    train_size: int | None = Field(None, ge=1)
-    validation_split: float = Field(0.0, ge=0.0, le=0.5)
-    batch_size: int | None = Field(None, ge=1, le=MAX_BATCH)
-    eval_batch_size: int | None = Field(None, ge=1, le=4 * MAX_BATCH)
-    lr: float | None = Field(None, gt=0.0, le=10.0)
-    lr_min: float | None = Field(None, ge=0.0, le=10.0)
-    momentum: float | None = Field(None, ge=0.0, lt=1.0)
-    nesterov: bool | None = None
-    weight_decay: float | None = Field(None, ge=0.0, le=1.0)
-    l1: float | None = Field(None, ge=0.0, le=1.0)
-    schedule: str | None = None
-    grad_clip: float | None = Field(None, ge=0.0, le=1e4)
-    augment: str | None = None
-    precision: str = "fp32"
-    checkpoint_every: int = Field(1, ge=1, le=MAX_EPOCHS)
-
-    @field_validator("loss")
-    @classmethod
-    def _known_loss(cls, name: str) -> str:
-        return "+".join(parse_loss(name.strip().lower()))
+    dataset: str = Field(..., min_length=1, max_length=64,
+                         description=f"{_one_of(DATASETS)}, or the id of a data set you uploaded")
+    noise: NoiseSettings = _field(NoiseSettings(), "label noise added to the training labels")
+    loss: str = _field("ce", "a loss (ce, nce, ...) or two robust terms written active+passive (nce+rce); "
+                             "GET /v1/catalog lists them", min_length=1, max_length=64)
+    alpha: float | None = _field(None, "weight of the first (active) term, or the scale of a single one",
+                                 gt=0.0, le=MAX_WEIGHT, allow_inf_nan=False)
+    beta: float | None = _field(None, "weight of the second (passive) term; two-term losses and sce only",
+                                gt=0.0, le=MAX_WEIGHT, allow_inf_nan=False)
+    loss_params: LossParams = _field({}, "loss parameters (gamma, q, A, a); 'term.param' (agce.q) sets one "
+                                         "term's only", max_length=16)
+    model: str | None = _field(None, f"network: {_one_of(MODELS)}")
+    epochs: int | None = _field(None, "training epochs", ge=1, le=MAX_EPOCHS)
+    seed: int = _field(0, "seeds the noise, the subset, the initialisation and the data order", ge=0, le=2**31 - 1)
+    train_size: int | None = _field(None, "a seeded, class-balanced subset of the training set (all when null)",
+                                    ge=1)
+    validation_split: float = _field(0.0, "share of the (noisy) training subset held out to choose by (fraction)",
+                                     ge=0.0, le=0.5, allow_inf_nan=False)
+    batch_size: int | None = _field(None, "training batch size", ge=2, le=MAX_BATCH)
+    eval_batch_size: int | None = _field(None, "evaluation batch size", ge=1, le=4 * MAX_BATCH)
+    lr: float | None = _field(None, "initial learning rate", gt=0.0, le=10.0, allow_inf_nan=False)
+    lr_min: float | None = _field(None, "final learning rate of the cosine schedule", ge=0.0, le=10.0,
+                                  allow_inf_nan=False)
+    momentum: float | None = _field(None, "SGD momentum", ge=0.0, lt=1.0, allow_inf_nan=False)
+    nesterov: bool | None = _field(None, "Nesterov momentum")
+    weight_decay: float | None = _field(None, "L2 weight decay", ge=0.0, le=1.0, allow_inf_nan=False)
+    l1: float | None = _field(None, "L1 penalty on the weights (Active Negative Loss)", ge=0.0, le=1.0,
+                              allow_inf_nan=False)
+    schedule: str | None = _field(None, f"learning-rate schedule: {_one_of(SCHEDULES)}")
+    grad_clip: float | None = _field(None, "gradient-norm clipping (0: none)", ge=0.0, le=1e4, allow_inf_nan=False)
+    augment: str | None = _field(None, f"augmentation: {_one_of(AUGMENTATIONS)}")
+    precision: str = _field("fp32", f"arithmetic: {_one_of(PRECISIONS)}")
+    checkpoint_every: int = _field(1, "epochs between resume checkpoints", ge=1, le=MAX_EPOCHS)
 
     @field_validator("model")
     @classmethod
     def _known_model(cls, name: str | None) -> str | None:
-        if name is not None and name not in MODELS:
-            raise ValueError(f"unknown model {name!r}; choose one of: {_allowed(MODELS)}")
-        return name
+        return _known(name, MODELS, "model")
 
     @field_validator("schedule")
     @classmethod
     def _known_schedule(cls, name: str | None) -> str | None:
-        if name is not None and name not in SCHEDULES:
-            raise ValueError(f"unknown schedule {name!r}; choose one of: {_allowed(SCHEDULES)}")
-        return name
+        return _known(name, SCHEDULES, "schedule")
 
     @field_validator("augment")
     @classmethod
     def _known_augment(cls, name: str | None) -> str | None:
-        if name is not None and name not in AUGMENTATIONS:
-            raise ValueError(f"unknown augment {name!r}; choose one of: {_allowed(AUGMENTATIONS)}")
-        return name
+        return _known(name, AUGMENTATIONS, "augment")
 
     @field_validator("precision")
     @classmethod
     def _known_precision(cls, name: str) -> str:
-        if name not in PRECISIONS:
-            raise ValueError(f"unknown precision {name!r}; choose one of: {_allowed(PRECISIONS)}")
-        return name
+        return _known(name, PRECISIONS, "precision")
+
+    @classmethod
+    def parse(cls, raw: Any) -> "JobSpec":
+        """A JobSpec from JSON-like data (a file, a sweep cell); the first problem as a SpecError."""
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "spec"
+            message = f"unknown field {where!r}" if first["type"] == "extra_forbidden" else first["msg"]
+            raise SpecError(message, where) from exc
 
 
-def parse_loss(name: str) -> tuple[str, ...]:
-    """Split `active+passive` into its terms and refuse what the APL framework does not define."""
-    terms = tuple(t.strip() for t in name.split("+"))
-    for term in terms:
-        if term not in LOSSES:
-            raise ValueError(f"unknown loss term {term!r}; known terms: {_allowed(LOSSES)}")
-    if len(terms) == 1:
-        return terms
-    if len(terms) > 2:
-        raise ValueError(f"{name!r} has {len(terms)} terms; an Active Passive Loss has two: active+passive")
-    first, second = terms
-    if first == second:
-        raise ValueError(f"{name!r} repeats {first!r}; to scale one term, use it alone with alpha")
-    for term in terms:
-        if not LOSSES[term].robust:
-            hint = f"its normalized form n{term}" if f"n{term}" in LOSSES else "a robust term"
-            raise ValueError(
-                f"{term!r} is not robust to label noise, so an Active Passive Loss cannot use it; "
-                f"use {hint} (e.g. nce+rce), or 'sce' for CE+RCE"
-            )
-    if LOSSES[first].role == "passive" and LOSSES[second].role == "active":
-        raise ValueError(f"write the active term first: {second}+{first} (alpha weighs the active term)")
-    return terms
+def _known(name: Any, names: Any, what: str) -> Any:
+    if name is not None and name not in names:
+        raise ValueError(f"unknown {what} {name!r}; choose one of: {_one_of(names)}")
+    return name
 
 
-def loss_param_names(terms: tuple[str, ...]) -> dict[str, tuple[str, str]]:
-    """Accepted `loss_params` keys → (term, parameter). A name two terms share must be prefixed."""
-    owners: dict[str, list[str]] = {}
-    for term in terms:
-        for param in LOSSES[term].params:
-            owners.setdefault(param, []).append(term)
-    keys: dict[str, tuple[str, str]] = {}
-    for param, holders in owners.items():
-        for term in holders:
-            keys[f"{term}.{param}"] = (term, param)
-        if len(holders) == 1:
-            keys[param] = (holders[0], param)
-    return keys
+class ResolvedNoise(BaseModel):
+    """The noise a job runs with; `matrix` is empty unless the type is transition."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: NoiseType
+    rate: float
+    matrix: tuple[tuple[float, ...], ...]
 
 
-def builtin_data_info(name: str) -> DataInfo:
-    info = DATASETS[name]
-    return DataInfo(info.num_classes, info.channels, info.size, info.train_samples, info.family, True)
+class ResolvedSpec(BaseModel):
+    """Everything a run depends on, each value decided: the job record, result.json and
+    checkpoints store it, and the worker reads it as attributes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: str
+    num_classes: int
+    noise: ResolvedNoise
+    loss: str  # canonical: "nce+rce"
+    loss_terms: tuple[str, ...]  # the terms alpha and beta weigh: "sce" -> ("ce", "rce")
+    alpha: float
+    beta: float  # 0 for a single term, which has nothing for beta to weigh
+    loss_params: dict[str, float]
+    model: str
+    epochs: int
+    seed: int
+    train_size: int  # samples drawn for training and validation together
+    validation_split: float
+    batch_size: int
+    eval_batch_size: int
+    lr: float
+    lr_min: float
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    l1: float
+    schedule: str
+    grad_clip: float
+    augment: str
+    precision: str
+    checkpoint_every: int
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON types (lists, not tuples): what the database and checkpoints hold."""
+        return self.model_dump(mode="json")
 
 
-def resolve_spec(spec: JobSpec, data: DataInfo | None = None) -> dict[str, Any]:
+def resolve_spec(spec: JobSpec, data: DataInfo | None = None) -> ResolvedSpec:
     """Fill every missing value from the paper's presets; check what depends on the data set.
 
     `data` describes an uploaded data set; built-in names are looked up in the catalog.
     """
-    if data is None:
-        if spec.dataset not in DATASETS:
-            raise SpecError(
-                "dataset",
-                f"unknown dataset {spec.dataset!r}; choose one of: {_allowed(DATASETS)}, "
-                "or the id of a data set you uploaded (GET /v1/datasets)",
-            )
-        data = builtin_data_info(spec.dataset)
-    _check_noise(spec.noise, data)
-    terms = parse_loss(spec.loss)
+    data = data or DataInfo.builtin_named(spec.dataset)
+    noise = spec.noise
+    check_noise(noise.type, noise.rate, data.num_classes, matrix=noise.matrix, has_class_map=data.builtin)
+    form = parse_loss(spec.loss)
+    check_weights(form, spec.alpha if spec.alpha is not None else 1.0, spec.beta)
     recipe = dict(RECIPES[data.family])
     if not data.builtin:
         recipe["augment"] = "none"  # flips and crops are not safe to assume for someone's own images
-    preset = dict(LOSS_PRESETS[data.family].get(spec.loss, {}))
-    if spec.noise.type == "asymmetric":
-        preset.update(preset.pop("asym", {}))
-    preset.pop("asym", None)
-    given = spec.model_dump(exclude_unset=True)
-
-    resolved = spec.model_dump()
-    for key, value in recipe.items():
-        if given.get(key) is None:
-            resolved[key] = preset.get(key, value)
-    resolved["alpha"] = spec.alpha if spec.alpha is not None else preset.get("alpha", 1.0)
-    resolved["beta"] = _resolve_beta(spec, terms, preset)
-    resolved["l1"] = spec.l1 if spec.l1 is not None else preset.get("l1", 0.0)
-    resolved["loss_params"] = _resolve_loss_params(spec, terms, preset.get("params", {}))
-    resolved["noise"] = spec.noise.model_dump()
-    resolved["num_classes"] = data.num_classes
-    _check_sizes(resolved, data)
-    return resolved
-
-
-def _resolve_beta(spec: JobSpec, terms: tuple[str, ...], preset: dict) -> float | None:
-    takes_beta = len(terms) == 2 or terms[0] == "sce"
-    if not takes_beta:
-        if spec.beta is not None:
-            raise SpecError("beta", f"{spec.loss!r} is a single term: beta has nothing to weigh; use alpha to scale it")
-        return None
-    return spec.beta if spec.beta is not None else preset.get("beta", 1.0)
-
-
-def _resolve_loss_params(spec: JobSpec, terms: tuple[str, ...], preset: dict[str, float]) -> dict[str, float]:
-    accepted = loss_param_names(terms)
-    for key in spec.loss_params:
-        if key not in accepted:
-            raise SpecError(
-                "loss_params",
-                f"{spec.loss!r} takes no parameter {key!r}; it takes: {_allowed(accepted) or 'none'}",
-            )
-    params: dict[str, float] = {}
-    for key, (term, param) in accepted.items():
-        if "." in key and param in accepted:
-            continue  # the plain name covers it
-        value = spec.loss_params.get(key, spec.loss_params.get(f"{term}.{param}"))
-        if value is None:
-            value = preset.get(key, preset.get(param, LOSSES[term].params[param]))
-        params[key] = float(value)
-    return params
-
-
-def _check_noise(noise: NoiseSpec, data: DataInfo) -> None:
-    k = data.num_classes
-    if noise.type == "none" and noise.rate != 0:
-        raise SpecError("noise.rate", "noise type 'none' takes no rate; set a type (e.g. symmetric) or rate 0")
-    if noise.type == "symmetric" and noise.rate >= (k - 1) / k:
-        raise SpecError(
-            "noise.rate",
-            f"symmetric noise at rate {noise.rate} leaves the true class no more likely than any other "
-            f"of the {k} classes; use a rate below {(k - 1) / k:.3f}",
-        )
-    if noise.type in ("asymmetric", "pairflip") and noise.rate >= 0.5:
-        raise SpecError(
-            "noise.rate",
-            f"{noise.type} noise at rate {noise.rate} makes the flipped class outnumber the true one; "
-            "use a rate below 0.5",
-        )
-    if noise.type == "asymmetric" and not data.builtin:
-        raise SpecError(
-            "noise.type",
-            "asymmetric noise uses the paper's class maps, which exist only for the built-in data sets; "
-            "use pairflip or transition with your own matrix",
-        )
-    if noise.type == "transition":
-        if noise.rate != 0:
-            raise SpecError("noise.rate", "transition noise takes its rates from the matrix; leave rate at 0")
-        _check_matrix(noise.matrix, k)
-    elif noise.matrix is not None:
-        raise SpecError("noise.matrix", "a matrix is used only with noise type 'transition'")
-
-
-def _check_matrix(matrix: list[list[float]] | None, k: int) -> None:
-    if matrix is None:
-        raise SpecError("noise.matrix", f"transition noise needs a {k}×{k} matrix: row i is P(noisy label | true i)")
-    if len(matrix) != k or any(len(row) != k for row in matrix):
-        raise SpecError("noise.matrix", f"the matrix must be {k}×{k}, one row and column per class")
-    for i, row in enumerate(matrix):
-        if any(not 0.0 <= v <= 1.0 for v in row) or abs(sum(row) - 1.0) > 1e-6:
-            raise SpecError("noise.matrix", f"row {i} must hold probabilities in [0, 1] that sum to 1")
-        if any(row[j] >= row[i] for j in range(k) if j != i):
-            raise SpecError(
-                "noise.matrix",
-                f"row {i}: the true class must stay the most likely label (matrix[{i}][{i}] largest), "
-                f"else class {i} cannot be learned",
-            )
-
-
-def _check_sizes(resolved: dict[str, Any], data: DataInfo) -> None:
-    train_size = resolved["train_size"]
-    if train_size is not None:
-        if train_size > data.train_samples:
-            raise SpecError("train_size", f"train_size {train_size} exceeds the {data.train_samples} training samples")
-        if train_size < 10 * data.num_classes:
-            raise SpecError("train_size", f"use a train_size of at least {10 * data.num_classes} (10 per class)")
+    preset = dict(LOSS_PRESETS[data.family].get(form.name, {}))
+    asymmetric = preset.pop("asym", {})
+    if noise.type == "asymmetric":
+        preset.update(asymmetric)
+    given = spec.model_dump(exclude_none=True)
+    resolved = {**recipe, **{k: v for k, v in preset.items() if k in recipe}, **given}
+    resolved.update(
+        loss=form.name,
+        loss_terms=form.terms,
+        alpha=spec.alpha if spec.alpha is not None else preset.get("alpha", 1.0),
+        beta=(spec.beta if spec.beta is not None else preset.get("beta", 1.0)) if form.takes_beta else 0.0,
+        l1=spec.l1 if spec.l1 is not None else preset.get("l1", 0.0),
+        loss_params=loss_params(form, spec.loss_params, preset.get("params", {})),
+        noise=ResolvedNoise(type=noise.type, rate=noise.rate, matrix=noise.matrix or ()),
+        num_classes=data.num_classes,
+        train_size=_train_size(spec.train_size, data),
+    )
     if resolved["lr_min"] > resolved["lr"]:
-        raise SpecError("lr_min", f"lr_min {resolved['lr_min']} must not exceed lr {resolved['lr']}")
+        raise SpecError(f"lr_min {resolved['lr_min']} must not exceed lr {resolved['lr']}", "lr_min")
     if resolved["nesterov"] and resolved["momentum"] == 0:
-        raise SpecError("nesterov", "Nesterov momentum needs momentum > 0")
+        raise SpecError("Nesterov momentum needs momentum > 0; set momentum or nesterov false", "nesterov")
+    return ResolvedSpec(**resolved)
+
+
+def _train_size(train_size: int | None, data: DataInfo) -> int:
+    if train_size is None:
+        return data.train_samples
+    if train_size > data.train_samples:
+        raise SpecError(f"train_size {train_size} exceeds the {data.train_samples} training samples", "train_size")
+    if train_size < 10 * data.num_classes:
+        raise SpecError(f"use a train_size of at least {10 * data.num_classes} (10 per class)", "train_size")
+    return train_size

@@ -26,7 +26,8 @@ from sqlmodel import Session, col, select
 from shared import jobs
 from shared.models import ACTIVE, Job, JobStatus, Sweep
 from shared.settings import Settings
-from shared.spec import DataInfo, SpecError, resolve_spec
+from shared.errors import SpecError
+from shared.spec import DataInfo, JobSpec, resolve_spec
 from shared.sweeps import Grid, GridError, Row, aggregate, expand_grid, get_path, paper_grid
 
 DEFAULT_SEEDS = (0, 1, 2)
@@ -47,13 +48,13 @@ def build_grid(base: dict[str, Any], grid: Grid | None, preset: str | None, seed
     """The grid to expand: `grid`, or the preset's grid over `seeds` with `grid`'s entries added or overriding."""
     if preset is None:
         if not grid:
-            raise GridError("grid", "a sweep needs a grid ({field: [values]}) or a preset (table2, table3, alpha-beta)")
+            raise GridError("a sweep needs a grid ({field: [values]}) or a preset (table2, table3, alpha-beta)", "grid")
         if seeds is not None:
-            raise GridError("seeds", "seeds go with a preset; with a grid, put them in it: \"seed\": [0, 1, 2]")
+            raise GridError("seeds go with a preset; with a grid, put them in it: \"seed\": [0, 1, 2]", "seeds")
         return grid
     dataset = base.get("dataset")
     if not isinstance(dataset, str):
-        raise SpecError("base.dataset", "a preset needs the base spec's dataset")
+        raise SpecError("a preset needs the base spec's dataset", "base.dataset")
     return {**paper_grid(preset, dataset, DEFAULT_SEEDS if seeds is None else seeds), **(grid or {})}
 
 
@@ -64,14 +65,13 @@ def validate_cells(session: Session, user_id: int, base: dict[str, Any], grid: G
     infos: dict[str, DataInfo | None] = {}
     for index, spec in enumerate(specs):
         try:
-            parsed = jobs.parse_spec(spec)
+            parsed = JobSpec.parse(spec)
             if parsed.dataset not in infos:
                 infos[parsed.dataset] = jobs._data_info(session, user_id, parsed.dataset)
             resolve_spec(parsed, infos[parsed.dataset])
         except SpecError as exc:
             values = ", ".join(f"{name}={get_path(spec, name)}" for name in grid)
-            raise SpecError(f"cells[{index}].{exc.field}",
-                            f"cell {index} of {len(specs)} ({values}): {exc.message}") from exc
+            raise SpecError(f"cell {index} of {len(specs)} ({values}): {exc.message}", f"cells[{index}].{exc.field}") from exc
     return specs
 
 

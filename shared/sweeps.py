@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from shared.catalog import DATASETS, PAPER_GRIDS
-from shared.spec import JobSpec, SpecError
+from shared.errors import SpecError
+from shared.spec import JobSpec
 
 MAX_CELLS = 1000
 SEED = "seed"
@@ -40,33 +41,33 @@ def expand_grid(base: dict, grid: Grid, max_cells: int = MAX_CELLS) -> list[dict
 
 def check_grid(grid: Grid, max_cells: int = MAX_CELLS) -> None:
     if not isinstance(grid, dict):
-        raise GridError("grid", "the grid must be an object: field name → list of values")
+        raise GridError("the grid must be an object: field name → list of values", "grid")
     for name, values in grid.items():
         _check_name(name, grid)
         if not isinstance(values, (list, tuple)) or not values:
-            raise GridError(f"grid.{name}", f"grid field {name!r} needs a non-empty list of values")
+            raise GridError(f"grid field {name!r} needs a non-empty list of values", f"grid.{name}")
         seen = [_canonical(v) for v in values]
         if len(set(seen)) != len(seen):
-            raise GridError(f"grid.{name}", f"grid field {name!r} repeats a value; list each value once")
+            raise GridError(f"grid field {name!r} repeats a value; list each value once", f"grid.{name}")
     cells = math.prod(len(values) for values in grid.values())
     if cells > max_cells:
         sizes = " × ".join(f"{len(v)} {k}" for k, v in grid.items())
-        raise GridError("grid", f"the grid has {cells} cells ({sizes}); a sweep may have at most {max_cells}")
+        raise GridError(f"the grid has {cells} cells ({sizes}); a sweep may have at most {max_cells}", "grid")
 
 
 def _check_name(name: str, grid: Grid) -> None:
     head, dot, rest = name.partition(".")
     if head not in JobSpec.model_fields or (dot and not rest):
-        raise GridError(f"grid.{name}", f"{name!r} is not a field of the job spec; grid fields: {_grid_fields()}")
+        raise GridError(f"{name!r} is not a field of the job spec; grid fields: {_grid_fields()}", f"grid.{name}")
     if rest:
         if head not in NESTED:
-            raise GridError(f"grid.{name}", f"{head!r} has no parts; use {head!r} itself")
+            raise GridError(f"{head!r} has no parts; use {head!r} itself", f"grid.{name}")
         allowed = NESTED[head]
         if allowed is not None and rest not in allowed:
             parts = ", ".join(f"{head}.{p}" for p in allowed)
-            raise GridError(f"grid.{name}", f"{name!r} is not a part of {head!r}; use one of: {parts}")
+            raise GridError(f"{name!r} is not a part of {head!r}; use one of: {parts}", f"grid.{name}")
         if head in grid:
-            raise GridError(f"grid.{name}", f"the grid sets both {head!r} and {name!r}; keep one")
+            raise GridError(f"the grid sets both {head!r} and {name!r}; keep one", f"grid.{name}")
 
 
 def _grid_fields() -> str:
@@ -103,17 +104,14 @@ def get_path(spec: dict, name: str) -> Any:
 def paper_grid(name: str, dataset: str, seeds: Iterable[int] = (0, 1, 2)) -> Grid:
     """The grid of the paper's Table 2 or 3, or its α/β search, run over `seeds`."""
     if name not in PAPER_GRIDS:
-        raise GridError("preset", f"unknown sweep preset {name!r}; choose one of: {', '.join(PAPER_GRIDS)}")
+        raise GridError(f"unknown sweep preset {name!r}; choose one of: {', '.join(PAPER_GRIDS)}", "preset")
     grid = {key: list(values) for key, values in PAPER_GRIDS[name].items()}
     if "asymmetric" in grid.get("noise.type", []) and dataset not in DATASETS:
-        raise GridError(
-            "dataset",
-            f"{name} uses asymmetric noise, whose class maps exist only for the built-in data sets "
-            f"({', '.join(DATASETS)}); use table2 for {dataset!r}",
-        )
+        raise GridError(f"{name} uses asymmetric noise, whose class maps exist only for the built-in data sets "
+            f"({', '.join(DATASETS)}); use table2 for {dataset!r}", "dataset")
     seeds = list(seeds)
     if not seeds:
-        raise GridError("seeds", "a paper grid needs at least one seed")
+        raise GridError("a paper grid needs at least one seed", "seeds")
     grid[SEED] = seeds
     return grid
 
@@ -183,11 +181,12 @@ def _summarise(row: Row) -> Row:
 
 
 def table_csv(rows: list[Row]) -> str:
-    """One line per cell: the grid fields, then mean and std (fractions), n and the run count."""
+    """One line per cell: the grid fields, then the mean and std of the final test accuracy
+    as fractions in [0, 1] (the header says so), n and the run count."""
     fields = _fields(rows)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*fields, "mean", "std", "n", "runs"])
+    writer.writerow([*fields, "mean_accuracy_fraction", "std_accuracy_fraction", "n", "runs"])
     for row in rows:
         cells = [_text(row["cell"].get(name)) for name in fields]
         runs = row.get("runs", [])

@@ -1,6 +1,7 @@
 """Real services for the tests, started once per session.
 
-- `postgres_url`: a fresh database `noisyfit_test_<pid>_<hex>` on the local PostgreSQL, dropped at the end.
+- `postgres_url`: a fresh database `noisyfit_test_<pid>_<hex>` on the local PostgreSQL, dropped at the end;
+  `make_postgres_database()` → the URL of another fresh one (dropped after the test); `pg_admin(sql)`.
 - `redis_prefix`: a key prefix of this session on the local Redis; only its keys are deleted at the end.
 - `s3_server`: `rclone serve s3` (the binary beside sys.executable) on a free port over a temp folder.
 - `service_env`: the NOISYFIT_* variables of all three, exported to os.environ, so that
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import psycopg2
+import psycopg
 import pytest
 import redis
 from fastapi import FastAPI
@@ -66,18 +67,43 @@ def stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
+def pg_admin(statement: str) -> None:
+    """Run `statement` (CREATE/DROP DATABASE) as the admin of the local PostgreSQL."""
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as connection:
+        connection.execute(statement)
+
+
+def create_postgres_database(tag: str = "") -> str:
+    """A fresh database `noisyfit_test_<pid>_<hex><tag>` → its URL (postgresql://, no driver named)."""
+    name = f"noisyfit_test_{os.getpid()}_{secrets.token_hex(3)}{tag}"
+    pg_admin(f'CREATE DATABASE "{name}"')
+    with psycopg.connect(PG_ADMIN_DSN) as connection:
+        info = connection.info
+        return f"postgresql://{info.user}@{info.host}:{info.port}/{name}"
+
+
+def drop_postgres_database(url: str) -> None:
+    pg_admin(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    name = f"noisyfit_test_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = psycopg2.connect(PG_ADMIN_DSN)
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    params = admin.get_dsn_parameters()
-    yield f"postgresql+psycopg2://{params['user']}@{params['host']}:{params['port']}/{name}"
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    url = create_postgres_database()
+    yield url
+    drop_postgres_database(url)
+
+
+@pytest.fixture
+def make_postgres_database() -> Iterator[Callable[[], str]]:
+    urls: list[str] = []
+
+    def make() -> str:
+        urls.append(create_postgres_database())
+        return urls[-1]
+
+    yield make
+    for url in urls:
+        drop_postgres_database(url)
 
 
 @pytest.fixture(scope="session")

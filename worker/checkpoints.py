@@ -45,8 +45,8 @@ def final_checkpoint(state: TrainState, data: PreparedData) -> bytes:
     return to_bytes(
         {
             "model": {k: v.detach().cpu().contiguous() for k, v in state.model.state_dict().items()},
-            "spec": state.spec,
-            "model_name": state.spec["model"],
+            "spec": state.spec.to_json(),
+            "model_name": state.spec.model,
             "num_classes": data.num_classes,
             "in_channels": data.in_channels,
             "image_size": list(data.image_size),
@@ -60,7 +60,7 @@ def load_model(path_or_bytes: bytes | str | os.PathLike[str], device: str = "cpu
     """The model of a final checkpoint in eval mode, and the rest of the checkpoint as meta.
 
     Inputs are uint8-scale images normalized with meta["mean"], meta["std"]
-    (worker.trainer.normalize does it)."""
+    (worker.trainer.standardize does it)."""
     saved = from_bytes(path_or_bytes)
     meta = {k: v for k, v in saved.items() if k != "model"}
     model = build_model(meta["model_name"], meta["num_classes"], meta["in_channels"], meta["image_size"])

@@ -32,7 +32,9 @@ class DatasetError(Exception):
 
 
 @dataclass
-class Dataset:
+class LoadedData:
+    """A data set in memory: uint8 images and int64 labels, train and test."""
+
     name: str
     x_train: torch.Tensor  # uint8 [N, C, H, W]
     y_train: torch.Tensor  # int64 [N]
@@ -60,18 +62,18 @@ Reader = Callable[[Source], Arrays]
 
 
 @dataclass(frozen=True)
-class DatasetInfo:
+class DatasetReader:
     read: Reader
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
 
-DATASETS: dict[str, DatasetInfo] = {}
+DATASETS: dict[str, DatasetReader] = {}
 
 
 def register_dataset(name: str, mean: tuple[float, ...], std: tuple[float, ...]) -> Callable[[Reader], Reader]:
     def register(read: Reader) -> Reader:
-        DATASETS[name] = DatasetInfo(read, mean, std)
+        DATASETS[name] = DatasetReader(read, mean, std)
         return read
 
     return register
@@ -82,7 +84,7 @@ def load_dataset(
     data_dir: str | os.PathLike[str],
     download: bool = False,
     system_dirs: Iterable[str | os.PathLike[str]] | None = None,
-) -> Dataset:
+) -> LoadedData:
     """Load a registered data set, or an uploaded one (`ds_...`, see load_uploaded);
     system_dirs overrides SYSTEM_DATA_DIRS (Fashion-MNIST)."""
     if name.startswith(UPLOADED_PREFIX):
@@ -114,12 +116,12 @@ def _write_cache(path: Path, arrays: Arrays) -> None:
         pass
 
 
-def _to_dataset(name: str, arrays: Arrays, mean: tuple[float, ...], std: tuple[float, ...]) -> Dataset:
+def _to_dataset(name: str, arrays: Arrays, mean: tuple[float, ...], std: tuple[float, ...]) -> LoadedData:
     def labels(key: str) -> torch.Tensor | None:
         return torch.from_numpy(arrays[key].astype(np.int64)) if key in arrays else None
 
     classes = [str(c) for c in arrays["classes"]]
-    return Dataset(
+    return LoadedData(
         name=name,
         x_train=torch.from_numpy(np.ascontiguousarray(arrays["x_train"], dtype=np.uint8)),
         y_train=labels("y_train"),
@@ -148,7 +150,7 @@ def uploaded_path(dataset_id: str, data_dir: str | os.PathLike[str]) -> Path:
     return Path(data_dir) / UPLOAD_FOLDER / f"{dataset_id}.npz"
 
 
-def load_uploaded(dataset_id: str, data_dir: str | os.PathLike[str]) -> Dataset:
+def load_uploaded(dataset_id: str, data_dir: str | os.PathLike[str]) -> LoadedData:
     """A user's data set from `data_dir/uploads/{id}.npz` (uint8 NCHW, as the API stores it);
     mean and std per channel are those of its training images."""
     path = uploaded_path(dataset_id, data_dir)

@@ -4,9 +4,10 @@
 
 Labels are corrupted on the FULL training set, seeded by the spec's seed, as in the paper's
 setup: a sample's noisy label does not depend on train_size or validation_split. Then one
-seeded, class-balanced order of the training set (balanced_order) gives the validation samples
-(its first validation_split·n) and the training samples (the rest of its first n = train_size,
-or all). Validation samples keep their noisy labels, as the paper chose α and β on a noisy split.
+seeded order of the training set, balanced over the noisy labels (balanced_order; a user has no
+clean ones), gives the validation samples (its first validation_split·n) and the training samples
+(the rest of its first n = train_size). Validation samples keep their noisy labels, as the paper
+chose α and β on a noisy split.
 The realised noise is reported on the samples trained on.
 
 Artifacts: noisy_labels.npz, metrics.jsonl (one JSON line per epoch event), resume.pt (every
@@ -27,66 +28,23 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
+from worker.sinks import ArtifactSink
 from worker.checkpoints import final_checkpoint, read_resume, resume_checkpoint
-from worker.datasets import Dataset, load_dataset
+from worker.datasets import LoadedData, load_dataset
 from worker.noise import corrupt_labels, noise_report
 from shared.plots import job_plot
+from shared.spec import ResolvedSpec
 from shared.stream import encode
-from worker.trainer import Callback, PreparedData, TrainState, default_device, per_sample_losses, train
+from worker.trainer import (
+    Callback, PreparedData, TrainState, check_resumable, default_device, per_sample_losses, train,
+)
 
 SUBSET_STREAM = 0x5EB5E7  # keeps the subset's draws apart from the noise's, which share the seed
-
-
-class ArtifactSink(Protocol):
-    """Where a job's files go: a local folder here, an object store in the service."""
-
-    def put(self, name: str, data: bytes) -> None: ...
-
-    def get(self, name: str) -> bytes | None: ...
-
-    def list(self) -> list[str]: ...
-
-
-class LocalSink:
-    """A folder; every put is atomic (a temporary file renamed into place)."""
-
-    def __init__(self, folder: str | os.PathLike[str]):
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-
-    def _path(self, name: str) -> Path:
-        path = (self.folder / name).resolve()
-        if not path.is_relative_to(self.folder.resolve()) or path == self.folder.resolve():
-            raise ValueError(f"artifact name {name!r} must stay inside {self.folder}")
-        return path
-
-    def put(self, name: str, data: bytes) -> None:
-        path = self._path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(partial, path)
-        except BaseException:
-            os.unlink(partial)
-            raise
-
-    def get(self, name: str) -> bytes | None:
-        path = self._path(name)
-        return path.read_bytes() if path.is_file() else None
-
-    def list(self) -> list[str]:
-        return sorted(
-            p.relative_to(self.folder).as_posix()
-            for p in self.folder.rglob("*")
-            if p.is_file() and not p.name.endswith(".partial")
-        )
 
 
 @dataclass
@@ -127,30 +85,30 @@ def balanced_order(labels: np.ndarray, seed: int) -> np.ndarray:
     return order[np.argsort((rank + 0.5) / counts[shuffled], kind="stable")]
 
 
-def make_labels(spec: dict[str, Any], dataset: Dataset) -> JobLabels:
+def make_labels(spec: ResolvedSpec, dataset: LoadedData) -> JobLabels:
     """Labels to train on: the data set's own (an upload's may already be noisy), plus the
     spec's synthetic noise. Clean labels are an upload's y_train_clean when it has them."""
     given = dataset.y_train.numpy()
     clean = given if dataset.y_train_clean is None else dataset.y_train_clean.numpy()
-    noise = spec["noise"]
+    noise = spec.noise
     noisy, _ = corrupt_labels(
         given,
-        noise["type"],
+        noise.type,
         num_classes=dataset.num_classes,
-        rate=noise["rate"],
-        seed=spec["seed"],
+        rate=noise.rate,
+        seed=spec.seed,
         dataset=dataset.name,
         coarse_labels=None if dataset.coarse_train is None else dataset.coarse_train.numpy(),
-        matrix=noise.get("matrix"),
+        matrix=noise.matrix or None,
     )
     corrupted = noisy != clean
-    n = spec["train_size"] or len(clean)
-    order = balanced_order(clean, spec["seed"])[:n]
-    n_val = round(spec["validation_split"] * n)
+    n = spec.train_size
+    order = balanced_order(noisy, spec.seed)[:n]
+    n_val = round(spec.validation_split * n)
     return JobLabels(clean, noisy, corrupted, np.sort(order[n_val:]), np.sort(order[:n_val]))
 
 
-def prepare_data(dataset: Dataset, labels: JobLabels) -> PreparedData:
+def prepare_data(dataset: LoadedData, labels: JobLabels) -> PreparedData:
     train, val = torch.from_numpy(labels.train_indices), torch.from_numpy(labels.val_indices)
     noisy = torch.from_numpy(labels.noisy)
     return PreparedData(
@@ -190,32 +148,34 @@ class ResumeCheckpoints(Callback):
         self.sink, self.every = sink, every
 
     def on_epoch_end(self, state: TrainState, metrics: dict[str, Any]) -> None:
-        if state.epoch % self.every == 0 or state.epoch == state.spec["epochs"]:
+        if state.epoch % self.every == 0 or state.epoch == state.spec.epochs:
             self.sink.put("resume.pt", resume_checkpoint(state))
 
 
 def run_job(
-    spec: dict[str, Any],
+    spec: ResolvedSpec,
     sink: ArtifactSink,
     data_dir: str | os.PathLike[str],
     download: bool = False,
     callbacks: Sequence[Callback] = (),
     device: str | None = None,
-    dataset: Dataset | None = None,
+    dataset: LoadedData | None = None,
 ) -> dict[str, Any]:
     """Run the resolved `spec`, writing its artifacts to `sink`; returns result.json's content,
     or {"status": "stopped", ...} when a callback stopped it (resume.pt stays the resume point).
     `dataset` spares loading one already in memory."""
     device = device or default_device()
     started = time.perf_counter()
-    dataset = dataset or load_dataset(spec["dataset"], data_dir, download=download)
+    dataset = dataset or load_dataset(spec.dataset, data_dir, download=download)
     labels = make_labels(spec, dataset)
     data = prepare_data(dataset, labels)
-    sink.put("noisy_labels.npz", labels.npz())
     saved = sink.get("resume.pt")
     resume = read_resume(saved) if saved is not None else None
+    if resume is not None:
+        check_resumable(spec, resume)  # before anything of the other run is overwritten
+    sink.put("noisy_labels.npz", labels.npz())
     log = MetricsLog(sink, resume["history"] if resume else ())
-    ours = [log, ResumeCheckpoints(sink, spec["checkpoint_every"])]
+    ours = [log, ResumeCheckpoints(sink, spec.checkpoint_every)]
     data_seconds = time.perf_counter() - started
 
     outcome = train(spec, data, [*ours, *callbacks], device=device, resume=resume)
@@ -231,7 +191,7 @@ def run_job(
     report = noise_report(labels.clean[labels.train_indices], labels.noisy[labels.train_indices], dataset.num_classes)
     result = {
         "status": "succeeded",
-        "spec": spec,
+        "spec": spec.to_json(),
         "final_test_accuracy": outcome.final_test_accuracy,
         "best_test_accuracy": outcome.best_test_accuracy,
         "epochs_completed": outcome.epochs_completed,

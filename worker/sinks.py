@@ -1,6 +1,10 @@
-"""A job's artifacts in the object store, under jobs/{job_id}/: the service's ArtifactSink."""
+"""Where a job's artifacts go: a local folder (LocalSink) or, in the service, the object store
+under jobs/{job_id}/ (ObjectStoreSink). Both are ArtifactSinks."""
 
-from pathlib import PurePosixPath
+import os
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 from shared.store import ObjectMissing, ObjectStore, artifact_key, job_prefix
 
@@ -8,8 +12,55 @@ from shared.store import ObjectMissing, ObjectStore, artifact_key, job_prefix
 CONTENT_TYPES = {".json": "application/json", ".jsonl": "application/x-ndjson", ".csv": "text/csv", ".png": "image/png"}
 
 
+class ArtifactSink(Protocol):
+    """Where a job's files go: a local folder here, an object store in the service."""
+
+    def put(self, name: str, data: bytes) -> None: ...
+
+    def get(self, name: str) -> bytes | None: ...
+
+    def list(self) -> list[str]: ...
+
+
+class LocalSink:
+    """A folder; every put is atomic (a temporary file renamed into place)."""
+
+    def __init__(self, folder: str | os.PathLike[str]):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, name: str) -> Path:
+        path = (self.folder / name).resolve()
+        if not path.is_relative_to(self.folder.resolve()) or path == self.folder.resolve():
+            raise ValueError(f"artifact name {name!r} must stay inside {self.folder}")
+        return path
+
+    def put(self, name: str, data: bytes) -> None:
+        path = self._path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(partial, path)
+        except BaseException:
+            os.unlink(partial)
+            raise
+
+    def get(self, name: str) -> bytes | None:
+        path = self._path(name)
+        return path.read_bytes() if path.is_file() else None
+
+    def list(self) -> list[str]:
+        return sorted(
+            p.relative_to(self.folder).as_posix()
+            for p in self.folder.rglob("*")
+            if p.is_file() and not p.name.endswith(".partial")
+        )
+
+
 class ObjectStoreSink:
-    """worker.runner.ArtifactSink over shared.store; names are plain file names (artifact_key checks)."""
+    """An ArtifactSink over shared.store; names are plain file names (artifact_key checks)."""
 
     def __init__(self, store: ObjectStore, job_id: str):
         self.store = store

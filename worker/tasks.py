@@ -28,6 +28,7 @@ from shared.dataset_service import fetch_dataset
 from shared.db import get_engine
 from shared.models import Job, JobStatus
 from shared.settings import Settings, get_settings
+from shared.spec import ResolvedSpec
 from shared.store import ObjectMissing, StoreUnavailable, get_store
 from shared.stream import MetricsStream, StreamUnavailable, get_stream
 from worker.datasets import UPLOADED_PREFIX, DatasetError, uploaded_path
@@ -59,7 +60,7 @@ def train_job(job_id: str) -> None:
             log.info("job %s: not taken (finished, cancelled, or held by a live worker)", job_id)
             return
         job = session.get(Job, job_id)
-        spec, attempt = dict(job.spec), job.attempts
+        spec, attempt = ResolvedSpec.model_validate(job.spec), job.attempts
     log.info("job %s: attempt %d as %s", job_id, attempt, worker_id)
     control = JobControl(job_id, worker_id, settings, engine, get_stream(settings))
     with Heartbeat(control, settings.heartbeat_s):
@@ -77,12 +78,12 @@ def train_job(job_id: str) -> None:
     log.info("job %s: %s", job_id, status if finished else f"{status}, but another worker holds it now")
 
 
-def _train(job_id: str, spec: dict[str, Any], settings: Settings,
+def _train(job_id: str, spec: ResolvedSpec, settings: Settings,
            control: "JobControl") -> tuple[JobStatus | None, dict[str, Any]]:
     """Run the job; (final status, finish fields), or (None, {}) when the lease was lost."""
     sink = ObjectStoreSink(get_store(settings), job_id)
     try:
-        fetch_upload(spec["dataset"], settings)
+        fetch_upload(spec.dataset, settings)
         result = run_job(spec, sink, settings.data_dir, settings.allow_download, [control])
     except SERVICE_ERRORS:
         raise
@@ -147,14 +148,14 @@ class JobControl(Callback):
         now = time.monotonic()
         if now - self._step_published >= STEP_EVENT_S:
             self._step_published = now
-            self.publish({"type": "step", **metrics, "epochs": state.spec["epochs"]})
+            self.publish({"type": "step", **metrics, "epochs": state.spec.epochs})
 
     def on_epoch_end(self, state: TrainState, metrics: dict[str, Any]) -> None:
-        self.publish({"type": "epoch", **metrics, "epochs": state.spec["epochs"]})
+        self.publish({"type": "epoch", **metrics, "epochs": state.spec.epochs})
         try:
             with Session(self.engine) as session:
                 held = jobs.update_progress(session, self.job_id, self.worker_id, state.epoch,
-                                            state.spec["epochs"], metrics)
+                                            state.spec.epochs, metrics)
         except Exception:
             log.exception("job %s: could not record the progress of epoch %d", self.job_id, state.epoch)
             return

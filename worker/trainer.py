@@ -25,6 +25,7 @@ on clean images, like the test set, instead of a mixture of a whole epoch's mode
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,16 +37,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import ConstantLR, CosineAnnealingLR, LRScheduler
 
-from worker.losses import make_loss
+from shared.errors import Diverged
+from shared.spec import ResolvedSpec
+from worker.losses import loss_for
 from worker.models import build_model
 
 PAD = 4  # zero padding of the random crop, as RandomCrop(32, padding=4)
 MAX_ROTATION = 20.0  # degrees, as RandomRotation(20)
 
 SCHEDULES = {
-    "cosine": lambda opt, spec: CosineAnnealingLR(opt, T_max=spec["epochs"], eta_min=spec["lr_min"]),
+    "cosine": lambda opt, spec: CosineAnnealingLR(opt, T_max=spec.epochs, eta_min=spec.lr_min),
     "constant": lambda opt, spec: ConstantLR(opt, factor=1.0, total_iters=0),
 }
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}  # the autocast dtype
 AUGMENTS: dict[str, tuple[str, ...]] = {
     "none": (),
     "crop-flip": ("crop", "flip"),
@@ -91,7 +95,7 @@ class PreparedData:
 
 @dataclass
 class TrainState:
-    spec: dict[str, Any]
+    spec: ResolvedSpec
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: LRScheduler
@@ -110,19 +114,25 @@ class TrainState:
             "step": self.step,
             "history": self.history,
             "best_test_accuracy": self.best_test_accuracy,
-            "spec": self.spec,
+            "spec": self.spec.to_json(),
         }
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
-        if saved["spec"] != self.spec:
-            changed = sorted(k for k in self.spec.keys() | saved["spec"].keys() if self.spec.get(k) != saved["spec"].get(k))
-            raise ResumeError(f"the resume checkpoint was made for another spec (differs in: {', '.join(changed)})")
+        check_resumable(self.spec, saved)
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         self.epoch, self.step = saved["epoch"], saved["step"]
         self.history = list(saved["history"])
         self.best_test_accuracy = saved["best_test_accuracy"]
+
+
+def check_resumable(spec: ResolvedSpec, saved: dict[str, Any]) -> None:
+    """A resume checkpoint continues only the spec it was made for."""
+    ours = spec.to_json()
+    if saved["spec"] != ours:
+        changed = sorted(k for k in ours.keys() | saved["spec"].keys() if ours.get(k) != saved["spec"].get(k))
+        raise ResumeError(f"the resume checkpoint was made for another spec (differs in: {', '.join(changed)})")
 
 
 class Callback:
@@ -177,7 +187,7 @@ def default_device() -> str:
 
 
 def train(
-    spec: dict[str, Any],
+    spec: ResolvedSpec,
     data: PreparedData,
     callbacks: Sequence[Callback] = (),
     device: str | None = None,
@@ -190,13 +200,13 @@ def train(
     state = new_state(spec, data, device)
     if resume is not None:
         state.load_state_dict(resume)
-    beta = {} if spec["beta"] is None else {"beta": spec["beta"]}
-    loss_fn = make_loss(spec["loss"], data.num_classes, alpha=spec["alpha"], **beta, **spec["loss_params"])
-    for epoch in range(state.epoch + 1, spec["epochs"] + 1):
+    loss_fn = loss_for(spec)
+    for epoch in range(state.epoch + 1, spec.epochs + 1):
         started = time.perf_counter()
         metrics = train_epoch(state, data, loss_fn, callbacks, epoch)
         if metrics is None:
             return TrainResult(state, stopped=True)
+        check_finite(state, metrics["train_loss"], epoch)
         metrics.update(evaluate_epoch(state.model, data, spec))
         state.scheduler.step()
         metrics["epoch_seconds"] = time.perf_counter() - started
@@ -208,22 +218,36 @@ def train(
     return TrainResult(state, stopped=False)
 
 
-def new_state(spec: dict[str, Any], data: PreparedData, device: torch.device) -> TrainState:
-    torch.manual_seed(spec["seed"])
-    model = build_model(spec["model"], data.num_classes, data.in_channels, data.image_size)
+def check_finite(state: TrainState, train_loss: float, epoch: int) -> None:
+    """Refuse to go on once the loss or any weight is NaN or infinite (the epoch is not recorded)."""
+    weights_finite = all(torch.isfinite(p).all() for p in state.model.parameters())
+    if math.isfinite(train_loss) and weights_finite:
+        return
+    spec = state.spec
+    what = "weights" if math.isfinite(train_loss) else "loss"
+    raise Diverged(
+        f"training diverged in epoch {epoch}: the {what} became NaN or infinite. Lower lr (now {spec.lr:g}) "
+        f"or momentum ({spec.momentum:g}), clip gradients (grad_clip, now {spec.grad_clip:g}; the paper uses 5), "
+        f"or lower weight_decay ({spec.weight_decay:g}) or alpha/beta ({spec.alpha:g}/{spec.beta:g})"
+    )
+
+
+def new_state(spec: ResolvedSpec, data: PreparedData, device: torch.device) -> TrainState:
+    torch.manual_seed(spec.seed)
+    model = build_model(spec.model, data.num_classes, data.in_channels, data.image_size)
     model = model.to(device, memory_format=torch.channels_last)  # ~1.25× on CPU for cnn4 (bench/README.md)
     for module in model.modules():
         if isinstance(module, nn.Flatten):
             module.register_forward_pre_hook(_channels_last_grad)
     optimizer = torch.optim.SGD(
         model.parameters(),
-        lr=spec["lr"],
-        momentum=spec["momentum"],
-        nesterov=spec["nesterov"],
-        weight_decay=spec["weight_decay"],
+        lr=spec.lr,
+        momentum=spec.momentum,
+        nesterov=spec.nesterov,
+        weight_decay=spec.weight_decay,
         foreach=True,  # CPU defaults to a Python loop over tensors; same values, ~3% faster for cnn4
     )
-    return TrainState(spec, model, optimizer, SCHEDULES[spec["schedule"]](optimizer, spec))
+    return TrainState(spec, model, optimizer, SCHEDULES[spec.schedule](optimizer, spec))
 
 
 def train_epoch(
@@ -231,42 +255,56 @@ def train_epoch(
 ) -> dict[str, Any] | None:
     """One pass over the training set; None when a callback asked to stop."""
     spec, model, optimizer = state.spec, state.model, state.optimizer
-    device, n, batch_size = data.x_train.device, len(data.y_train), spec["batch_size"]
+    device, n, batch_size = data.x_train.device, len(data.y_train), spec.batch_size
     params = [p for p in model.parameters() if p.requires_grad]
     lr = optimizer.param_groups[0]["lr"]
     loggers = [c for c in callbacks if c.log_every > 0]
-    draws = {k: v.to(device) for k, v in epoch_draws(spec["seed"], epoch, n, spec["augment"]).items()}
-    batches = -(-n // batch_size)
+    draws = {k: v.to(device) for k, v in epoch_draws(spec.seed, epoch, n, spec.augment).items()}
+    bounds = batch_bounds(n, batch_size)
     mean, std = torch.tensor(data.mean, device=device), torch.tensor(data.std, device=device)
     loss_sum = torch.zeros((), device=device)
     model.train()
     started = time.perf_counter()
-    for b, start in enumerate(range(0, n, batch_size)):
+    for b, (start, end) in enumerate(bounds):
         if any(c.should_stop() for c in callbacks):
             return None
-        index = draws["order"][start : start + batch_size]
-        batch = {k: v[start : start + batch_size] for k, v in draws.items() if k != "order"}
-        x = normalize(augment(data.x_train[index], batch), mean, std)
+        index = draws["order"][start:end]
+        batch = {k: v[start:end] for k, v in draws.items() if k != "order"}
+        x = standardize(augment(data.x_train[index], batch), mean, std)
         y = data.y_train[index]
-        with torch.autocast(device.type, torch.bfloat16, enabled=spec["precision"] == "bf16"):
+        with autocast(device, spec.precision):
             logits = model(x)
         loss = loss_fn(logits.float(), y)
-        objective = loss + spec["l1"] * sum(p.abs().sum() for p in params) if spec["l1"] > 0 else loss
+        objective = loss + spec.l1 * sum(p.abs().sum() for p in params) if spec.l1 > 0 else loss
         optimizer.zero_grad(set_to_none=True)
         objective.backward()
-        if spec["grad_clip"] > 0:
-            nn.utils.clip_grad_norm_(params, spec["grad_clip"], foreach=True)
+        if spec.grad_clip > 0:
+            nn.utils.clip_grad_norm_(params, spec.grad_clip, foreach=True)
         optimizer.step()
         state.step += 1
         loss_sum += loss.detach() * len(y)
         due = [c for c in loggers if state.step % c.log_every == 0]
         if due:
-            step = {"epoch": epoch, "step": state.step, "batch": b + 1, "batches": batches, "loss": loss.item(), "lr": lr}
+            step = {"epoch": epoch, "step": state.step, "batch": b + 1, "batches": len(bounds), "loss": loss.item(), "lr": lr}
             for callback in due:
                 callback.on_step(state, step)
     train_loss = loss_sum.item() / n  # waits for the device, so the time below is honest
     seconds = time.perf_counter() - started
     return {"epoch": epoch, "train_loss": train_loss, "lr": lr, "samples_per_second": n / seconds}
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    dtype = PRECISIONS[precision]
+    return torch.autocast(device.type, dtype or torch.float32, enabled=dtype is not None)
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """[start, end) of each batch, keeping the last partial batch as the paper's recipe does; a
+    last batch of one sample joins the one before, as BatchNorm cannot train on a single sample."""
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return [(start, end) for start, end in zip(starts, [*starts[1:], n])]
 
 
 class ChannelsLastGrad(torch.autograd.Function):
@@ -289,9 +327,9 @@ def _channels_last_grad(module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Te
     return (ChannelsLastGrad.apply(x),) if x.dim() == 4 and x.requires_grad else None
 
 
-def evaluate_epoch(model: nn.Module, data: PreparedData, spec: dict[str, Any]) -> dict[str, Any]:
+def evaluate_epoch(model: nn.Module, data: PreparedData, spec: ResolvedSpec) -> dict[str, Any]:
     def score(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        losses, predicted, _ = predict(model, x, y, data.mean, data.std, spec["eval_batch_size"], spec["precision"])
+        losses, predicted, _ = predict(model, x, y, data.mean, data.std, spec.eval_batch_size, spec.precision)
         return losses, predicted
 
     test_losses, test_predicted = score(data.x_test, data.y_test)
@@ -331,8 +369,8 @@ def predict(
     mean, std = torch.as_tensor(mean, device=device), torch.as_tensor(std, device=device)
     losses, predicted, confidence = [], [], []
     for xb, yb in zip(x.split(batch_size), labels.split(batch_size)):
-        xb, yb = normalize(xb.to(device), mean, std), yb.to(device)
-        with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
+        xb, yb = standardize(xb.to(device), mean, std), yb.to(device)
+        with autocast(device, precision):
             logits = model(xb)
         log_p = logits.float().log_softmax(1)
         losses.append(F.nll_loss(log_p, yb, reduction="none"))
@@ -343,13 +381,13 @@ def predict(
 
 
 def per_sample_losses(
-    model: nn.Module, data: PreparedData, spec: dict[str, Any], device: str | None = None
+    model: nn.Module, data: PreparedData, spec: ResolvedSpec, device: str | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cross-entropy of each training sample's (noisy) label under `model`, its predicted class
     and that class's probability. Cross-entropy rather than the job's loss: the ranking is by
     p_y, comparable across jobs, and the same as that of any loss that falls as p_y rises."""
     model = model.to(device or next(model.parameters()).device)
-    out = predict(model, data.x_train, data.y_train, data.mean, data.std, spec["eval_batch_size"], spec["precision"])
+    out = predict(model, data.x_train, data.y_train, data.mean, data.std, spec.eval_batch_size, spec.precision)
     return tuple(t.cpu().numpy() for t in out)
 
 
@@ -411,7 +449,7 @@ def rotate(x: Tensor, degrees: Tensor) -> Tensor:
     return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
-def normalize(x: Tensor, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> Tensor:
+def standardize(x: Tensor, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> Tensor:
     """Pixels (uint8 or float in [0, 255]) to (x/255 - mean)/std, as ToTensor + Normalize.
     Pass mean and std as tensors on x's device to spare a copy per batch."""
     shape = (1, -1, 1, 1)

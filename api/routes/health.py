@@ -59,5 +59,5 @@ def readyz(settings: SettingsDep) -> Any:
 
 
 @router.get("/metrics", response_class=Response)
-def metrics(request: Request) -> Response:
+def prometheus_metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)

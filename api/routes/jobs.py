@@ -73,7 +73,7 @@ def cancel_job(job_id: JobId, user: CurrentUser, session: SessionDep, settings: 
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsPage, responses={503: {"model": ErrorOut}})
-def job_metrics(
+def get_job_metrics(
     job_id: JobId, user: CurrentUser, session: SessionDep, stream: StreamDep, store: StoreDep,
     after: MetricsCursor = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -86,7 +86,7 @@ def job_metrics(
 
 @router.get("/{job_id}/events", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}}, 503: {"model": ErrorOut}})
-def job_event_stream(
+def stream_job_events(
     job_id: JobId, user: CurrentUser, session: SessionDep, stream: StreamDep, store: StoreDep,
     settings: SettingsDep, credentials: BearerDep,
     after: MetricsCursor = None,

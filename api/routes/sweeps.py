@@ -92,7 +92,7 @@ def get_sweep(sweep_id: SweepId, user: CurrentUser, session: SessionDep) -> Swee
 
 
 @router.get("/{sweep_id}/table", responses={200: {"content": {"application/json": {}, **{t: {} for t in TABLE_TYPES.values()}}}})
-def sweep_table(sweep_id: SweepId, user: CurrentUser, session: SessionDep,
+def get_sweep_table(sweep_id: SweepId, user: CurrentUser, session: SessionDep,
                 format: Literal["json", "csv", "markdown"] = "json") -> Response:
     """The table: JSON rows, CSV (fractions), or Markdown (the paper's layout, % with the best in bold)."""
     rows = _view(session, user.id, sweep_id).table or []
@@ -110,7 +110,7 @@ def cancel_sweep(sweep_id: SweepId, user: CurrentUser, session: SessionDep, sett
 
 @router.get("/{sweep_id}/plot.png", response_class=Response,
             responses={200: {"content": {"image/png": {}}}})
-def sweep_plot(sweep_id: SweepId, user: CurrentUser, session: SessionDep) -> Response:
+def get_sweep_plot(sweep_id: SweepId, user: CurrentUser, session: SessionDep) -> Response:
     """Mean test accuracy against the noise rate, one line per loss, error bars one std."""
     rows = _view(session, user.id, sweep_id).table or []
     return Response(plots.sweep_plot(rows), media_type="image/png")

@@ -59,7 +59,7 @@ def test_one_bad_cell_refuses_the_whole_sweep_naming_the_cell_and_field(client: 
     assert response.status_code == 422
     error = response.json()["error"]
     assert error["code"] == "invalid_spec" and error["field"] == "cells[1].noise.rate"
-    assert "cell 1 of 4 (loss=ce, noise.rate=0.95, seed=0)" in error["message"] and "below 0.900" in error["message"]
+    assert "cell 1 of 4 (loss=ce, noise.rate=0.95, seed=0)" in error["message"] and "below 0.9" in error["message"]
     assert client.get("/v1/jobs", headers=user_headers).json()["jobs"] == []
     assert client.get("/v1/sweeps", headers=user_headers).json()["sweeps"] == []
 
@@ -127,7 +127,7 @@ def test_the_table_is_mean_and_sample_std_of_the_succeeded_runs(client: TestClie
     as_csv = client.get(f"/v1/sweeps/{sweep['id']}/table", params={"format": "csv"}, headers=user_headers)
     assert as_csv.headers["content-type"] == "text/csv; charset=utf-8"
     lines = list(csv.reader(io.StringIO(as_csv.text)))
-    assert lines[0] == ["loss", "noise.rate", "mean", "std", "n", "runs"]
+    assert lines[0] == ["loss", "noise.rate", "mean_accuracy_fraction", "std_accuracy_fraction", "n", "runs"]
     assert lines[1][:2] == ["ce", "0.4"] and float(lines[1][2]) == pytest.approx(0.82) and lines[1][4:] == ["3", "3"]
     assert lines[2][:2] == ["nce+rce", "0.4"] and float(lines[2][3]) == pytest.approx(0.028284271) and lines[2][4:] == ["2", "3"]
 

@@ -147,7 +147,7 @@ def rows_for_table() -> list[dict]:
 def test_csv_has_a_header_and_a_line_per_cell_with_fractions():
     text = table_csv(rows_for_table())
     lines = list(csv.reader(io.StringIO(text)))
-    assert lines[0] == ["noise.type", "loss", "noise.rate", "mean", "std", "n", "runs"]
+    assert lines[0] == ["noise.type", "loss", "noise.rate", "mean_accuracy_fraction", "std_accuracy_fraction", "n", "runs"]
     assert len(lines) == 5
     assert lines[1][:3] == ["symmetric", "ce", "0.2"] and lines[1][5:] == ["2", "2"]
     assert float(lines[1][3]) == pytest.approx(0.85) and float(lines[1][4]) == pytest.approx(0.1 / math.sqrt(2))

@@ -1,8 +1,8 @@
 """The `noisyfit` command: argument parsing, output, exit codes, against a scripted API."""
 
 import json
+import subprocess
 import sys
-import types
 from pathlib import Path
 
 import httpx
@@ -10,8 +10,9 @@ import pytest
 
 import client.cli
 import client.http
-from client.cli import build_parser, main, parse_noise, spec_from_args
+from client.cli import build_parser, main
 from client.http import NoisyfitClient
+from client.spec_flags import parse_noise, spec_from_args
 from shared.catalog import PAPER_LOSSES
 from tests.client.conftest import FakeApi, error, event_stream, job, sse
 
@@ -51,6 +52,19 @@ def test_spec_flags_override_the_file_and_set_reaches_nested_fields():
     }
 
 
+def test_submit_sweep_submit_and_train_read_the_same_spec_flags(tmp_path: Path):
+    flags = ["--dataset", "mnist", "--loss", "nce+rce", "--noise", "pairflip:0.3", "--train-size", "500",
+             "--lr", "0.05", "--set", "loss_params.q=0.7"]  # fmt: skip
+    specs = [
+        spec_from_args(parse("submit", *flags)),
+        spec_from_args(parse("sweep", "submit", *flags, "--grid", "seed=0,1")),
+        spec_from_args(parse("train", *flags, "--out", str(tmp_path))),
+    ]
+    expected = {"dataset": "mnist", "loss": "nce+rce", "noise": {"type": "pairflip", "rate": 0.3},
+                "train_size": 500, "lr": 0.05, "loss_params": {"q": 0.7}}  # fmt: skip
+    assert specs == [expected] * 3
+
+
 def test_noise_flags(tmp_path: Path):
     assert parse_noise("symmetric:0.6") == {"type": "symmetric", "rate": 0.6}
     assert parse_noise("none") == {"type": "none", "rate": 0.0}
@@ -74,6 +88,8 @@ def test_connection_options_go_before_or_after_the_command():
         (["frobnicate"], "invalid choice"),
         (["submit", "--noise", "symmetric"], "write TYPE:RATE"),
         (["submit", "--loss", "ce"], "needs a SPEC.json file or --dataset"),
+        (["train", "--loss", "ce", "--out", "never"], "train needs a SPEC.json file or --dataset"),
+        (["train", "--dataset", "mnist"], "required: --out"),
         (["submit", "missing.json"], "cannot read missing.json"),
         (["submit", "--dataset", "mnist", "--set", "epochs"], "write KEY=VALUE"),
         (["sweep", "submit", "--preset", "table9", "--dataset", "mnist"], "invalid choice"),
@@ -236,18 +252,18 @@ def test_sweep_table_asks_the_api_for_the_format(cli: FakeApi, capsys: pytest.Ca
     assert cli.requests[0].url.params["format"] == "csv"
 
 
-def test_sweep_table_is_built_locally_where_the_api_has_no_table_route(cli: FakeApi, capsys: pytest.CaptureFixture):
-    cli.route("GET", "/v1/sweeps/s1", {"id": "s1", "status": "succeeded", "jobs": [], "table": TABLE})
-    assert main(["sweep", "table", "s1", "--format", "csv"]) == 0
-    assert capsys.readouterr().out.splitlines()[1] == "ce,0.2,0.85,0.01,3,0", "rows without runs are read too"
-    assert main(["sweep", "table", "missing"]) == 1
-    assert "no route GET /v1/sweeps/missing" in capsys.readouterr().err
+def test_sweep_table_of_an_unknown_sweep_is_the_apis_error(cli: FakeApi, capsys: pytest.CaptureFixture):
+    cli.route("GET", "/v1/sweeps/s1/table", lambda r: error(404, "not_found", "no sweep 's1'", "id"))
+    assert main(["sweep", "table", "s1"]) == 1
+    assert capsys.readouterr().err == "noisyfit: error: no sweep 's1' (field: id) [HTTP 404 not_found]\n"
 
 
-def test_sweep_cancel(cli: FakeApi, capsys: pytest.CaptureFixture):
-    cli.route("POST", "/v1/sweeps/s1/cancel", {"id": "s1", "status": "cancelled"})
+def test_sweep_cancel_prints_the_sweeps_state_after_it(cli: FakeApi, capsys: pytest.CaptureFixture):
+    counts = {"queued": 0, "running": 1, "succeeded": 2, "failed": 0, "cancelled": 3}
+    after = {"id": "s1", "status": "running", "jobs": ["a"] * 6, "counts": counts, "table": TABLE}
+    cli.route("POST", "/v1/sweeps/s1/cancel", after)
     assert main(["sweep", "cancel", "s1"]) == 0
-    assert capsys.readouterr().out == "sweep s1: cancelled\n"
+    assert capsys.readouterr().out.splitlines() == ["sweep s1  running", "  1 running, 2 succeeded, 3 cancelled"]
 
 
 def test_datasets_upload_and_list(cli: FakeApi, tmp_path: Path, capsys: pytest.CaptureFixture):
@@ -270,23 +286,23 @@ def test_catalog_lists_what_can_be_asked_for(cli: FakeApi, capsys: pytest.Captur
     out = capsys.readouterr().out
     assert "data sets: mnist, fashion-mnist, cifar10, cifar100" in out
     assert "  nce    NCE = log p_y / Σ_j log p_j  (Eq. 2)" in out
+    assert "loss combinations (written first+second, e.g. nce+rce):" in out
+    for name, rule in catalog()["combinations"].items():
+        assert f"  {name:6} {rule}" in out
     assert "sweep presets: table2, table3, alpha-beta" in out
 
 
-# Training without a server
-
-
-def test_train_hands_its_arguments_to_the_worker_cli(monkeypatch: pytest.MonkeyPatch):
-    seen = []
-    fake = types.ModuleType("worker.cli")
-    fake.main = lambda argv: seen.append(argv) or 0
-    monkeypatch.setitem(sys.modules, "worker.cli", fake)
-    assert main(["train", "spec.json", "--out", "runs/a", "--epochs", "1"]) == 0
-    assert seen == [["spec.json", "--out", "runs/a", "--epochs", "1"]]
+# Torch stays out of the client
 
 
 def test_the_client_does_not_import_torch():
-    import subprocess
+    code = (
+        "import sys, client.cli, client.http, client.config, client.spec_flags, shared.sweeps\n"
+        "client.cli.main(['submit', '--dataset', 'mnist', '--api-url', 'http://127.0.0.1:9', '--api-key', 'k'])\n"
+        "client.cli.main(['train', '--dataset', 'mnist', '--noise', 'symmetric', '--out', 'never'])\n"
+        "print('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout == "False\n"
+    assert "cannot reach the noisyfit API" in done.stderr and "write TYPE:RATE" in done.stderr, "both ran"
 
-    code = "import sys, client.cli, client.http, client.config, shared.sweeps; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"

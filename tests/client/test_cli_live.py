@@ -1,6 +1,7 @@
 """The `noisyfit` command against a real API process (uvicorn, PostgreSQL, Redis, S3)."""
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -94,3 +95,17 @@ def test_the_installed_command(noisyfit, live_api):
     done = subprocess.run([str(command), "catalog", "--json"], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "nce+rce" in json.loads(done.stdout)["presets"]["mnist"]
+
+
+def test_output_into_a_closed_pipe_exits_quietly(noisyfit, live_api):
+    """As `noisyfit catalog | head -1` once head has left: no traceback, the shell's status 141."""
+    command = Path(sys.executable).parent / "noisyfit"
+    env = {**os.environ, "NOISYFIT_API_URL": live_api.url, "NOISYFIT_API_KEY": noisyfit.key}
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run([str(command), "catalog"], stdout=write, stderr=subprocess.PIPE, text=True, env=env,
+                              timeout=60)  # fmt: skip
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (141, "")

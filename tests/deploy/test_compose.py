@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+from shared.db import database_url
 from shared.settings import Settings
 from tests.deploy.conftest import ROOT, ENVIRONMENT, dockerfile_instructions, interpolate, load_compose
 
@@ -110,7 +111,7 @@ def test_api_and_worker_share_one_configuration(compose):
 def test_settings_parse_the_compose_environment(compose):
     environment = compose["services"]["api"]["environment"]
     settings = Settings(**{key.removeprefix("NOISYFIT_").lower(): value for key, value in environment.items()})
-    assert settings.database_url.startswith("postgresql")
+    assert database_url(settings.database_url).drivername == "postgresql+psycopg"
     assert settings.s3_secure is False and settings.allow_download is True
 
 
@@ -118,7 +119,7 @@ def test_the_settings_point_at_the_services_of_the_stack(compose):
     services, environment = compose["services"], compose["services"]["api"]["environment"]
     postgres = services["postgres"]["environment"]
     user, password, database = postgres["POSTGRES_USER"], postgres["POSTGRES_PASSWORD"], postgres["POSTGRES_DB"]
-    assert environment["NOISYFIT_DATABASE_URL"] == f"postgresql+psycopg2://{user}:{password}@postgres:5432/{database}"
+    assert environment["NOISYFIT_DATABASE_URL"] == f"postgresql://{user}:{password}@postgres:5432/{database}"
     assert environment["NOISYFIT_REDIS_URL"].startswith("redis://redis:6379/")
     assert environment["NOISYFIT_S3_ENDPOINT"] == "minio:9000"
     minio = services["minio"]["environment"]

@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from worker.losses import LOSSES, LossSpecError, Term, make_loss, normalize, parse_loss_name
+from shared.catalog import LOSSES, LossInfo
+from shared.errors import SpecError
+from shared.rules import parse_loss
+from worker.losses import IMPLEMENTATIONS, make_loss, register_loss, register_normalized
 
 K = 5
 LN_1E4 = math.log(1e-4)
@@ -73,13 +76,13 @@ FORMULA_CASES = [(name, {}) for name in FORMULAS] + [
     ("sce", {"A": -4.0}),
 ]
 
-ROBUST_TERMS = sorted(name for name, entry in LOSSES.items() if isinstance(entry, Term) and entry.robust)
+ROBUST_TERMS = sorted(name for name, info in LOSSES.items() if info.terms is None and info.robust)
 
 
 def _parses(name: str) -> bool:
     try:
-        parse_loss_name(name)
-    except LossSpecError:
+        parse_loss(name)
+    except SpecError:
         return False
     return True
 
@@ -100,8 +103,11 @@ def brier(monkeypatch):
         p = log_p.exp()
         return (p**2).sum(dim=1, keepdim=True) - 2 * p + 1  # L[b, j] = Σ_k p_k^2 - 2 p_j + 1
 
-    monkeypatch.setitem(LOSSES, "brier", Term("brier", brier_score, role="passive", robust=False))
-    monkeypatch.setitem(LOSSES, "nbrier", normalize("brier"))
+    for name in ("brier", "nbrier"):
+        monkeypatch.delitem(LOSSES, name, raising=False)
+        monkeypatch.delitem(IMPLEMENTATIONS, name, raising=False)
+    register_loss("brier", brier_score, LossInfo("passive", False, "Σ_k (p_k - q_k)^2"))
+    register_normalized("nbrier", LossInfo("passive", True, "Brier / Σ_j Brier_j", normalizes="brier"))
 
 
 def test_every_registered_loss_has_an_independent_formula_here():
@@ -130,7 +136,7 @@ def test_a_base_loss_registered_later_is_normalized_by_eq1_without_new_code(brie
     np.testing.assert_allclose(per_sample("nbrier"), brier_y / ((p**2).sum(axis=1) * K - 2 + K), rtol=1e-10)
     assert LOSSES["nbrier"].robust and LOSSES["nbrier"].role == "passive"
     np.testing.assert_allclose(per_sample("nce+nbrier"), per_sample("nce") + per_sample("nbrier"), rtol=1e-12)
-    with pytest.raises(LossSpecError, match="use its normalized form nbrier"):
+    with pytest.raises(SpecError, match="use its normalized form nbrier"):
         make_loss("nce+brier", num_classes=K)
 
 
@@ -207,11 +213,11 @@ def test_reductions():
     assert torch.allclose(make_loss("nce+rce", num_classes=K, reduction="sum")(logits, labels), rows.sum())
 
 
-def test_parse_loss_name():
-    assert parse_loss_name("nce") == ("nce",)
-    assert parse_loss_name("sce") == ("sce",)
-    assert parse_loss_name("nce+rce") == ("nce", "rce")
-    assert parse_loss_name(" NCE + RCE ") == ("nce", "rce")
+def test_parse_loss():
+    assert parse_loss("nce").terms == ("nce",)
+    assert parse_loss("sce").terms == ("ce", "rce")
+    assert parse_loss("nce+rce").terms == ("nce", "rce")
+    assert parse_loss(" NCE + RCE ").name == "nce+rce"
 
 
 REFUSED = [
@@ -225,27 +231,27 @@ REFUSED = [
     ("nce+xyz", {}, ["unknown loss 'xyz'"]),
     ("sce+mae", {}, ["sce is already the combination ce+rce"]),
     ("", {}, ["such as 'nce' or 'nce+rce'"]),
-    ("nce", {"beta": 1.0}, ["single loss", "drop beta"]),
-    ("nce", {"q": 0.5}, ["'q'", "takes no parameters"]),
-    ("nce+rce", {"gamma": 0.5}, ["'gamma'", "accepts: A, rce.A"]),
-    ("nce+rce", {"nce.A": -4.0}, ["'nce.A'", "accepts: A, rce.A"]),
+    ("nce", {"beta": 1.0}, ["single term", "drop beta"]),
+    ("nce", {"q": 0.5}, ["'q'", "takes none"]),
+    ("nce+rce", {"gamma": 0.5}, ["'gamma'", "takes: A, rce.A"]),
+    ("nce+rce", {"nce.A": -4.0}, ["'nce.A'", "takes: A, rce.A"]),
     ("fl", {"gamma": -1.0}, ["gamma >= 0"]),
     ("gce", {"q": 0.0}, ["q > 0"]),
     ("rce", {"A": 4.0}, ["A < 0"]),
     ("aul", {"a": 0.5}, ["a > 1"]),
     ("agce", {"q": float("nan")}, ["finite number"]),
     ("agce", {"a": "6"}, ["finite number"]),
-    ("nce", {"alpha": 0.0}, ["alpha must be > 0"]),
-    ("nce+rce", {"beta": -1.0}, ["beta must be > 0"]),
+    ("nce", {"alpha": 0.0}, ["alpha must be in (0, 1000]"]),
+    ("nce+rce", {"beta": -1.0}, ["beta must be in (0, 1000]"]),
     ("nce", {"num_classes": 1}, ["num_classes"]),
     ("nce", {"reduction": "avg"}, ["reduction"]),
 ]
 
 
 @pytest.mark.parametrize(("name", "kwargs", "fragments"), REFUSED, ids=[f"{n}-{k}" for n, k, _ in REFUSED])
-def test_refused_request_raises_loss_spec_error_saying_what_to_write(name, kwargs, fragments):
+def test_refused_request_raises_spec_error_saying_what_to_write(name, kwargs, fragments):
     kwargs = {"num_classes": K, **kwargs}
-    with pytest.raises(LossSpecError) as refused:
+    with pytest.raises(SpecError) as refused:
         make_loss(name, **kwargs)
     assert isinstance(refused.value, ValueError)
     for fragment in fragments:

@@ -2,10 +2,11 @@ import numpy as np
 import pytest
 import torch
 
+from shared.catalog import NOISE_KINDS
+from shared.errors import SpecError
 from worker.noise import (
     CIFAR10_MAP,
-    NOISE_KINDS,
-    NoiseError,
+    IMPLEMENTATIONS,
     coarse_of_class,
     corrupt_labels,
     noise_report,
@@ -20,7 +21,7 @@ def balanced(per_class: int = 100, num_classes: int = K) -> np.ndarray:
 
 
 def test_registry_names_are_the_design_ones():
-    assert set(NOISE_KINDS) == {"none", "symmetric", "asymmetric", "pairflip", "transition"}
+    assert set(NOISE_KINDS) == set(IMPLEMENTATIONS) == {"none", "symmetric", "asymmetric", "pairflip", "transition"}
 
 
 @pytest.mark.parametrize("kind", ["symmetric", "pairflip"])
@@ -70,7 +71,7 @@ def test_symmetric_on_unbalanced_classes_keeps_the_exact_total():
 
 
 def test_symmetric_refuses_rates_where_wrong_labels_dominate():
-    with pytest.raises(NoiseError, match=r"rate < 0\.9"):
+    with pytest.raises(SpecError, match=r"rate < 0\.9"):
         corrupt_labels(balanced(), "symmetric", rate=0.9, num_classes=K)
 
 
@@ -97,9 +98,9 @@ def test_asymmetric_maps_match_the_paper_and_its_sources():
 
 
 def test_asymmetric_refuses_half_and_unknown_datasets():
-    with pytest.raises(NoiseError, match=r"rate < 0\.5"):
+    with pytest.raises(SpecError, match=r"rate < 0\.5"):
         corrupt_labels(balanced(), "asymmetric", rate=0.5, num_classes=K, dataset="cifar10")
-    with pytest.raises(NoiseError, match="cifar10.*mnist"):
+    with pytest.raises(SpecError, match="cifar10, cifar100, fashion-mnist, mnist"):
         corrupt_labels(balanced(), "asymmetric", rate=0.2, num_classes=K, dataset="svhn")
 
 
@@ -136,7 +137,7 @@ def test_cifar100_accepts_a_per_class_map_and_blocks_compatibility():
 
 
 def test_cifar100_without_coarse_labels_says_what_to_pass():
-    with pytest.raises(NoiseError, match="coarse_labels"):
+    with pytest.raises(SpecError, match="coarse_labels"):
         corrupt_labels(balanced(num_classes=100), "asymmetric", rate=0.2, num_classes=100, dataset="cifar100")
 
 
@@ -145,7 +146,7 @@ def test_pairflip_moves_exact_counts_to_the_next_class():
     noisy, corrupted = corrupt_labels(labels, "pairflip", rate=0.45, num_classes=K, seed=0)
     assert np.all(noisy[corrupted] == (labels[corrupted] + 1) % K)
     assert all(corrupted[labels == c].sum() == 23 for c in range(K))  # round(22.5) half up
-    with pytest.raises(NoiseError, match=r"rate < 0\.5"):
+    with pytest.raises(SpecError, match=r"rate < 0\.5"):
         corrupt_labels(labels, "pairflip", rate=0.5, num_classes=K)
 
 
@@ -162,22 +163,23 @@ def test_transition_samples_each_row():
 @pytest.mark.parametrize(
     ("matrix", "message"),
     [
-        ([[1.0, 0.0], [0.0, 1.0]], "3x3"),
+        ([[1.0, 0.0], [0.0, 1.0]], "3×3"),
         ([[0.9, 0.1, 0.0], [0.2, 0.7, 0.2], [0.0, 0.0, 1.0]], "row 1 sums to 1.1"),
         ([[0.9, 0.1, 0.0], [0.0, 1.0, 0.0], [-0.1, 0.1, 1.0]], "row 2 has entries outside"),
-        ([[0.9, 0.1, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]], "row 1: T.1..1.=0.5 must exceed"),
-        ([[0.9, 0.1], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], "3 rows of 3 numbers"),
+        ([[0.9, 0.1, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]], "row 1: the true class must stay the most likely label"),
+        ([[0.9, 0.1], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], "must be 3×3, one row and one column per class"),
     ],
 )
 def test_transition_refuses_bad_matrices_naming_the_row(matrix, message):
-    with pytest.raises(NoiseError, match=message):
+    with pytest.raises(SpecError, match=message):
         corrupt_labels(balanced(num_classes=3), "transition", num_classes=3, matrix=matrix)
 
 
 @pytest.mark.parametrize("kind", sorted(NOISE_KINDS))
 def test_expected_matrices_are_row_stochastic(kind):
     rate = 0.0 if kind in ("none", "transition") else 0.3
-    T = transition_matrix(kind, rate, K, dataset="cifar10", matrix=np.eye(K))
+    matrix = np.eye(K) if kind == "transition" else None
+    T = transition_matrix(kind, rate, K, dataset="cifar10", matrix=matrix)
     assert T.shape == (K, K) and np.allclose(T.sum(axis=1), 1)
 
 
@@ -206,20 +208,20 @@ def test_numpy_dtype_is_kept():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"kind": "gaussian", "rate": 0.2}, "unknown noise kind"),
-        ({"kind": "symmetric", "rate": 1.0}, r"\[0, 1\)"),
+        ({"kind": "gaussian", "rate": 0.2}, "unknown noise type"),
+        ({"kind": "symmetric", "rate": 1.0}, r"0 <= rate < 0\.9"),
         ({"kind": "none", "rate": 0.2}, "takes no rate"),
         ({"kind": "transition", "rate": 0.2}, "from the matrix"),
-        ({"kind": "transition"}, "needs matrix"),
+        ({"kind": "transition"}, "needs a 10×10 matrix"),
     ],
 )
 def test_bad_settings_say_what_to_change(kwargs, message):
-    with pytest.raises(NoiseError, match=message):
+    with pytest.raises(SpecError, match=message):
         corrupt_labels(balanced(), num_classes=K, **kwargs)
 
 
 def test_labels_out_of_range_are_refused():
-    with pytest.raises(NoiseError, match=r"\[0, 10\)"):
+    with pytest.raises(SpecError, match=r"\[0, 10\)"):
         corrupt_labels(np.array([0, 10]), "symmetric", rate=0.2, num_classes=K)
 
 

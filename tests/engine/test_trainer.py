@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shared.spec import JobSpec, resolve_spec
+from shared.errors import Diverged
+from shared.spec import JobSpec, ResolvedSpec, resolve_spec
 from worker.checkpoints import read_resume, resume_checkpoint
 from worker.datasets import SYSTEM_DATA_DIRS, load_dataset
 from worker.noise import corrupt_labels
@@ -17,8 +18,9 @@ from worker.trainer import (
     PreparedData,
     ResumeError,
     augment,
+    batch_bounds,
     epoch_draws,
-    normalize,
+    standardize,
     per_sample_losses,
     predict,
     rotate,
@@ -43,7 +45,7 @@ def prepared(ds, n: int, n_test: int = 1000, noise: float = 0.0) -> PreparedData
     )
 
 
-def spec_for(**fields) -> dict:
+def spec_for(**fields) -> ResolvedSpec:
     return resolve_spec(JobSpec(dataset="fashion-mnist", **fields))
 
 
@@ -193,7 +195,7 @@ def test_per_sample_losses_are_the_cross_entropy_of_the_noisy_labels(fashion):
     result = train(spec, data, device="cpu")
     losses, predicted, confidence = per_sample_losses(result.model, data, spec, "cpu")
     with torch.no_grad():
-        logits = result.model.eval()(normalize(data.x_train, data.mean, data.std))
+        logits = result.model.eval()(standardize(data.x_train, data.mean, data.std))
     expected = F.cross_entropy(logits, data.y_train, reduction="none").numpy()
     np.testing.assert_allclose(losses, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(predicted, logits.argmax(1).numpy())
@@ -213,7 +215,7 @@ def white(n: int = 2, size: int = 8) -> torch.Tensor:
 def test_crop_pads_with_black_before_normalization():
     x = white()
     shifted = augment(x, {"shift": torch.tensor([[0, 0], [2 * PAD, 2 * PAD]])})
-    out = normalize(shifted, MEAN, STD)
+    out = standardize(shifted, MEAN, STD)
     black, full = (0 - MEAN[0]) / STD[0], (1 - MEAN[0]) / STD[0]
     # offset (0, 0): the top PAD rows and left PAD columns are padding
     assert torch.all(out[0, 0, :PAD, :] == black) and torch.all(out[0, 0, :, :PAD] == black)
@@ -259,3 +261,48 @@ def test_epoch_draws_depend_on_seed_and_epoch_only():
     assert a["shift"].min() >= 0 and a["shift"].max() <= 2 * PAD
     assert a["angle"].abs().max() <= 20
     assert set(epoch_draws(0, 1, 10, "none")) == {"order"}
+
+
+@pytest.mark.parametrize(("n", "batch_size", "sizes"), [(129, 128, [129]), (100, 33, [33, 33, 34]), (64, 32, [32, 32])])
+def test_a_last_batch_of_one_sample_joins_the_one_before(n, batch_size, sizes):
+    assert [end - start for start, end in batch_bounds(n, batch_size)] == sizes
+
+
+def test_training_whose_last_batch_would_hold_one_sample_runs(fashion):
+    """cnn4's BatchNorm1d cannot train on a batch of one: 100 samples in batches of 33."""
+    seen = []
+
+    class Batches(Callback):
+        log_every = 1
+
+        def on_step(self, state, metrics):
+            seen.append(metrics["batches"])
+
+    result = train(spec_for(epochs=1, batch_size=33), prepared(fashion, 100, n_test=100), [Batches()], device="cpu")
+    assert result.epochs_completed == 1 and seen == [3, 3, 3]
+
+
+def test_a_run_whose_loss_becomes_nan_fails_as_diverged_saying_what_to_change(fashion):
+    spec = spec_for(epochs=2, lr=10.0, momentum=0.999, weight_decay=1.0, grad_clip=0.0, batch_size=4,
+                    schedule="constant", train_size=100)
+    epochs = []
+
+    class Epochs(Callback):
+        def on_epoch_end(self, state, metrics):
+            epochs.append(metrics["epoch"])
+
+    with pytest.raises(Diverged) as diverged:
+        train(spec, prepared(fashion, 100, n_test=100), [Epochs()], device="cpu")
+    assert diverged.value.code == "diverged" and epochs == []  # a non-finite epoch is never reported
+    assert "epoch 1" in diverged.value.message and "Lower lr (now 10)" in diverged.value.message
+
+
+def test_weights_that_become_infinite_fail_as_diverged(fashion):
+    class Poison(Callback):
+        log_every = 1
+
+        def on_step(self, state, metrics):
+            next(state.model.parameters()).data.fill_(float("inf"))
+
+    with pytest.raises(Diverged, match="the weights became NaN or infinite"):
+        train(spec_for(epochs=1, train_size=100), prepared(fashion, 100, n_test=100), [Poison()], device="cpu")

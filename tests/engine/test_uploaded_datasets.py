@@ -1,4 +1,4 @@
-"""An uploaded data set, as the API stores it, loads into the engine's Dataset."""
+"""An uploaded data set, as the API stores it, loads into the engine's LoadedData."""
 
 from pathlib import Path
 

@@ -21,18 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg2
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 from client.http import parse_sse
 from shared.db import get_engine
 from shared.models import ApiKey
 from shared.settings import Settings
-from tests.conftest import PG_ADMIN_DSN, free_port, wait_for_port
+from tests.conftest import create_postgres_database, drop_postgres_database, free_port, wait_for_port
 from tests.e2e.conftest import Process, start, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,13 +170,10 @@ def make_stack(service_env: dict[str, str], reliability_data_dir: Path,
 
     def make(api: bool = True, env: dict[str, str] | None = None, **overrides: str) -> Stack:
         name = f"s{len(stacks)}{secrets.token_hex(2)}"
-        database = make_url(service_env["NOISYFIT_DATABASE_URL"])
-        database = database.set(database=f"{database.database}_{name}")
-        _pg_admin(f'CREATE DATABASE "{database.database}"')
-        databases.append(database.database)
+        databases.append(create_postgres_database(f"_{name}"))
         full = {
             **os.environ, **service_env,
-            "NOISYFIT_DATABASE_URL": database.render_as_string(hide_password=False),
+            "NOISYFIT_DATABASE_URL": databases[-1],
             "NOISYFIT_REDIS_KEY_PREFIX": f"{service_env['NOISYFIT_REDIS_KEY_PREFIX']}{name}:",
             "NOISYFIT_DATA_DIR": str(reliability_data_dir),
             "NOISYFIT_ALLOW_DOWNLOAD": "false",
@@ -200,17 +195,7 @@ def make_stack(service_env: dict[str, str], reliability_data_dir: Path,
     for stack in stacks:
         stack.stop()
     for database in databases:
-        _pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-
-
-def _pg_admin(statement: str) -> None:
-    connection = psycopg2.connect(PG_ADMIN_DSN)
-    connection.autocommit = True
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(statement)
-    finally:
-        connection.close()
+        drop_postgres_database(database)
 
 
 def job_of(http: httpx.Client, job_id: str) -> dict[str, Any]:
