@@ -12,10 +12,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
+from shared.dataset_service import StorageQuotaExceeded
 from shared.jobs import Conflict, InvalidCursor, LimitError, NotFound, QueueUnavailable, ServiceError
 from shared.errors import SpecError
 from shared.store import BadArtifactName, ObjectMissing, StoreUnavailable
 from shared.stream import StreamUnavailable
+from shared.uploads import BadDataset
 
 
 class ApiError(HTTPException):
@@ -47,6 +49,7 @@ class RequestTooLarge(ApiError):
 
 _SERVICE_STATUS: dict[type[ServiceError], int] = {
     NotFound: 404, Conflict: 409, LimitError: 429, InvalidCursor: 422, QueueUnavailable: 503,
+    StorageQuotaExceeded: 413,
 }
 _HTTP_CODES = {
     400: "bad_request", 404: "not_found", 405: "method_not_allowed", 406: "not_acceptable",
@@ -67,6 +70,8 @@ def describe(exc: Exception) -> Described:
             return status, exc.code, exc.message, exc.field
         case SpecError():
             return 422, "invalid_spec", exc.message, exc.field
+        case BadDataset():
+            return 400, exc.code, exc.message, exc.field
         case BadArtifactName():
             return 422, "invalid_artifact_name", str(exc), "name"
         case ObjectMissing():
@@ -128,7 +133,7 @@ def _fields_at(model: Any, path: list[str]) -> list[str]:
 
 
 def install(app: FastAPI) -> None:
-    for kind in (HTTPException, ServiceError, SpecError, BadArtifactName, ObjectMissing,
+    for kind in (HTTPException, ServiceError, SpecError, BadDataset, BadArtifactName, ObjectMissing,
                  StreamUnavailable, StoreUnavailable):
         app.add_exception_handler(kind, _handle)
     app.add_exception_handler(RequestValidationError, _handle_validation)

@@ -11,7 +11,7 @@ from fastapi.routing import APIRoute
 from sqlmodel import Session
 
 from api import errors
-from api.limits import BodySizeLimit
+from api.limits import BodySizeLimit, JsonDepthLimit
 from api.metrics import LatencyMiddleware, make_registry
 from api.routes import catalog, datasets, docs, health, jobs, keys, sweeps
 from shared.db import get_engine, init_db
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.dependency_overrides[get_settings] = lambda: settings
     errors.install(app)
     app.state.registry, latency = make_registry(lambda: app.state.settings)
+    app.add_middleware(JsonDepthLimit)
     app.add_middleware(BodySizeLimit)
     app.add_middleware(LatencyMiddleware, histogram=latency)
     for router in ROUTERS:

@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from shared.catalog import DATASETS
+from shared.locks import lock_user
 from shared.models import ACTIVE, FINISHED, Dataset, Job, JobStatus, utcnow
 from shared.queue import send_train
 from shared.settings import Settings
@@ -104,23 +105,21 @@ def create_job(
     (created=False); with another spec it raises IdempotencyConflict.
     """
     spec = spec if isinstance(spec, JobSpec) else JobSpec.parse(spec)
-    resolved = resolve_spec(spec, _data_info(session, user_id, spec.dataset)).to_json()
-    request_hash = _hash({"spec": resolved, "sweep_id": sweep_id})
-    if idempotency_key is not None:
-        existing = _replay(session, user_id, idempotency_key, request_hash)
-        if existing is not None:
-            return existing, False
-    active = session.exec(
-        select(func.count()).select_from(Job).where(Job.user_id == user_id, col(Job.status).in_(ACTIVE))
-    ).one()
-    if active >= settings.max_active_jobs_per_user:
-        raise LimitError(
-            f"you have {active} queued or running jobs, the most allowed; wait for some to finish or cancel some"
-        )
-    job = Job(user_id=user_id, spec=resolved, progress=_progress(0, resolved["epochs"]), sweep_id=sweep_id,
-              idempotency_key=idempotency_key, request_hash=request_hash)
-    session.add(job)
+    lock_user(session, user_id)  # until the commit: the data set and the job limit stay as read
     try:
+        resolved = resolve_spec(spec, _data_info(session, user_id, spec.dataset)).to_json()
+        request_hash = _request_hash(resolved, sweep_id)
+        existing = _replay(session, user_id, idempotency_key, request_hash) if idempotency_key is not None else None
+        if existing is not None:
+            session.commit()
+            return existing, False
+        active = count_active(session, user_id)
+        if active >= settings.max_active_jobs_per_user:
+            raise LimitError(
+                f"you have {active} queued or running jobs, the most allowed; wait for some to finish or cancel some"
+            )
+        job = new_job(user_id, resolved, sweep_id=sweep_id, idempotency_key=idempotency_key)
+        session.add(job)
         session.commit()
     except IntegrityError:  # the same key, posted concurrently
         session.rollback()
@@ -128,15 +127,37 @@ def create_job(
         if existing is None:
             raise
         return existing, False
+    except BaseException:
+        session.rollback()
+        raise
     session.refresh(job)
+    send_job(session, job.id, settings, enqueue)
+    return job, True
+
+
+def send_job(session: Session, job_id: str, settings: Settings, enqueue: Callable[[str], None] | None = None) -> None:
+    """Enqueue a stored queued job and announce it. When the queue cannot be reached, the job is
+    deleted (unless a worker took it meanwhile) and QueueUnavailable raised."""
     try:
-        (enqueue or (lambda job_id: send_train(job_id, settings)))(job.id)
+        (enqueue or (lambda i: send_train(i, settings)))(job_id)
     except Exception as exc:
-        session.execute(delete(Job).where(Job.id == job.id, Job.status == JobStatus.queued))
+        session.execute(delete(Job).where(Job.id == job_id, Job.status == JobStatus.queued))
         session.commit()
         raise QueueUnavailable(f"the job queue cannot be reached, so no job was created; retry later ({exc})")
-    _announce(settings, job.id, JobStatus.queued)
-    return job, True
+    _announce(settings, job_id, JobStatus.queued)
+
+
+def new_job(user_id: int, resolved: dict[str, Any], *, sweep_id: str | None = None,
+            idempotency_key: str | None = None) -> Job:
+    """A queued job's row, not yet added to a session."""
+    return Job(user_id=user_id, spec=resolved, progress=_progress(0, resolved["epochs"]), sweep_id=sweep_id,
+               idempotency_key=idempotency_key, request_hash=_request_hash(resolved, sweep_id))
+
+
+def count_active(session: Session, user_id: int) -> int:
+    """The user's queued and running jobs."""
+    query = select(func.count()).select_from(Job).where(Job.user_id == user_id, col(Job.status).in_(ACTIVE))
+    return session.exec(query).one()
 
 
 def get_job(session: Session, user_id: int, job_id: str) -> Job:
@@ -358,6 +379,10 @@ def _replay(session: Session, user_id: int, key: str, request_hash: str) -> Job 
     return job
 
 
+def _request_hash(resolved: dict[str, Any], sweep_id: str | None) -> str:
+    return _hash({"spec": resolved, "sweep_id": sweep_id})
+
+
 def _hash(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -366,7 +391,7 @@ def _data_info(session: Session, user_id: int, name: str) -> DataInfo | None:
     """None for a built-in data set (resolve_spec knows it); an uploaded one of the user's, described."""
     if name in DATASETS or not name.startswith("ds_"):
         return None
-    ds = session.get(Dataset, name) if DATASET_ID.fullmatch(name) else None
+    ds = session.exec(select(Dataset).where(Dataset.id == name)).first() if DATASET_ID.fullmatch(name) else None
     if ds is None or ds.user_id != user_id:
         raise SpecError(f"no data set {name!r} of yours; GET /v1/datasets lists them", "dataset")
     family = "mnist" if ds.channels == 1 else ("cifar100" if ds.num_classes > 10 else "cifar10")

@@ -35,9 +35,19 @@ class Settings(BaseSettings):
     max_attempts: int = 5
     # Celery redelivers an unacknowledged task after this long; longer than any training job.
     visibility_timeout_s: int = 7 * 24 * 3600
-    # Uploaded data sets: request body and decoded array limits.
+    # Request bodies: uploads (POST /v1/datasets) and everything else.
     max_upload_bytes: int = 512 * 1024 * 1024
     max_request_bytes: int = 1024 * 1024
+    # A sweep's specs together (its cells × the base, as JSON): bounds what one request stores.
+    max_sweep_bytes: int = 16 * 1024 * 1024
+    # An upload is checked in a child process (shared.upload_sandbox) that may use this much
+    # address space and CPU time, a few at once; the archive may unpack to max_unpacked_bytes.
+    max_unpacked_bytes: int = 1024 * 1024 * 1024
+    upload_check_memory_bytes: int = 3 * 1024 * 1024 * 1024
+    upload_check_cpu_s: int = 300
+    upload_checks_at_once: int = 2
+    # The normalised data sets a user may keep stored, in bytes.
+    storage_quota_bytes: int = 10 * 1024 * 1024 * 1024
 
     # Prepended to every Redis key (metrics streams and the Celery queue), so that several
     # deployments or test sessions can share one Redis server.

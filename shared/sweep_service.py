@@ -1,10 +1,12 @@
 """The sweep service: a grid of jobs created all or nothing, its status and its table.
 
 A sweep is a base spec and a grid (or one of the paper's grids, `preset`, over `seeds`).
-Every cell is validated before anything is stored; then one job per cell is created through
-shared.jobs.create_job, so limits, resolution and enqueueing are those of a single job. A
-sweep larger than what the user may still queue (settings.max_active_jobs_per_user) is
-refused as a whole (429), never half created.
+Its size is checked first, from the grid alone: at most MAX_CELLS cells, and at most
+settings.max_sweep_bytes of specs together. Then each cell is built, parsed and resolved one
+at a time (as shared.jobs resolves a single job) and its job inserted, all in one transaction
+under the user's lock; a bad cell (422) or more jobs than the user may still queue (429,
+settings.max_active_jobs_per_user) rolls it all back, so a refused sweep leaves no row and no
+stream. Only once committed are the jobs enqueued and announced.
 
 A sweep's status is derived from its jobs on every read:
 
@@ -16,21 +18,39 @@ A sweep's status is derived from its jobs on every read:
     cancelled  all finished, every one cancelled
 """
 
+import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func
+from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
 from shared import jobs
+from shared.locks import lock_user
 from shared.models import ACTIVE, Job, JobStatus, Sweep
 from shared.settings import Settings
 from shared.errors import SpecError
 from shared.spec import DataInfo, JobSpec, resolve_spec
-from shared.sweeps import Grid, GridError, Row, aggregate, expand_grid, get_path, paper_grid
+from shared.stream import StreamUnavailable, get_stream
+from shared.sweeps import (
+    SEED,
+    Grid,
+    GridError,
+    Row,
+    aggregate,
+    cell_spec,
+    expand_grid,
+    get_path,
+    paper_grid,
+    spec_bytes,
+)
 
 DEFAULT_SEEDS = (0, 1, 2)
+FLUSH_EVERY = 100  # jobs written (or read) at a time
+FLUSH_BYTES = 1024 * 1024  # or fewer, so that a batch's specs take about this much as JSON
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -58,61 +78,125 @@ def build_grid(base: dict[str, Any], grid: Grid | None, preset: str | None, seed
     return {**paper_grid(preset, dataset, DEFAULT_SEEDS if seeds is None else seeds), **(grid or {})}
 
 
-def validate_cells(session: Session, user_id: int, base: dict[str, Any], grid: Grid) -> list[dict[str, Any]]:
-    """Every cell's spec, each parsed and resolved; the first that cannot run raises a SpecError
-    whose field is `cells[i].<field>` and whose message names the cell's grid values."""
-    specs = expand_grid(base, grid)
-    infos: dict[str, DataInfo | None] = {}
-    for index, spec in enumerate(specs):
-        try:
-            parsed = JobSpec.parse(spec)
-            if parsed.dataset not in infos:
-                infos[parsed.dataset] = jobs._data_info(session, user_id, parsed.dataset)
-            resolve_spec(parsed, infos[parsed.dataset])
-        except SpecError as exc:
-            values = ", ".join(f"{name}={get_path(spec, name)}" for name in grid)
-            raise SpecError(f"cell {index} of {len(specs)} ({values}): {exc.message}", f"cells[{index}].{exc.field}") from exc
-    return specs
-
-
 def create_sweep(
     session: Session, user_id: int, base: dict[str, Any], settings: Settings, *,
     grid: Grid | None = None, preset: str | None = None, seeds: list[int] | None = None,
     enqueue: Callable[[str], None] | None = None,
 ) -> SweepView:
-    """Validate every cell, then store the sweep and one queued job per cell; all or nothing."""
+    """Check the base's shape and the grid's size, then validate and store the sweep and one
+    queued job per cell in one transaction, then enqueue them; all or nothing."""
     grid = build_grid(base, grid, preset, seeds)
-    specs = validate_cells(session, user_id, base, grid)
-    active = session.exec(
-        select(func.count()).select_from(Job).where(Job.user_id == user_id, col(Job.status).in_(ACTIVE))
-    ).one()
-    room = settings.max_active_jobs_per_user - active
-    if len(specs) > room:
-        raise jobs.LimitError(
-            f"the sweep has {len(specs)} jobs, but you may queue only {max(room, 0)} more "
-            f"({active} of your {settings.max_active_jobs_per_user} queued or running jobs are taken); "
-            "use fewer values or seeds, or wait for running jobs to finish", field="grid",
-        )
+    _parse_cell(grid, 0, next(expand_grid(base, grid)))  # the base's shape, before anything is sized or built
+    size = spec_bytes(base, grid)
+    if size > settings.max_sweep_bytes:
+        raise GridError(f"the sweep's {_cells(grid)} specs take {size} bytes together, more than the "
+                        f"{settings.max_sweep_bytes} allowed; use fewer grid values or a smaller base spec", "grid")
     sweep = Sweep(user_id=user_id, base=base, grid=grid)
-    session.add(sweep)
-    session.commit()
-    session.refresh(sweep)
-    try:
-        for spec in specs:
-            jobs.create_job(session, user_id, spec, settings, sweep_id=sweep.id, enqueue=enqueue)
-    except BaseException:
-        _undo(session, user_id, sweep.id, settings)
-        raise
+    job_ids = _store(session, user_id, sweep, settings, _batch(size // _cells(grid)))
+    for index, job_id in enumerate(job_ids):
+        try:
+            jobs.send_job(session, job_id, settings, enqueue)
+        except jobs.QueueUnavailable:
+            _undo(session, user_id, sweep.id, job_ids[:index], settings)
+            raise
     return view(session, sweep)
 
 
-def _undo(session: Session, user_id: int, sweep_id: str, settings: Settings) -> None:
-    """Remove what a failed creation left: its queued jobs and the sweep (a job a worker
-    already took is cancelled, and the sweep kept with it)."""
-    session.rollback()
+def _store(session: Session, user_id: int, sweep: Sweep, settings: Settings, batch: int) -> list[str]:
+    """Insert the sweep and its jobs, each cell parsed and resolved as it is built and written
+    `batch` at a time; nothing is committed unless every cell can run and the user may queue
+    them all."""
+    lock_user(session, user_id)
+    try:
+        room = settings.max_active_jobs_per_user - jobs.count_active(session, user_id)
+        session.add(sweep)
+        session.flush()
+        job_ids, pending, infos = [], [], {}
+        for index, spec in enumerate(expand_grid(sweep.base, sweep.grid)):
+            job = jobs.new_job(user_id, _resolve_cell(session, user_id, sweep.grid, index, spec, infos),
+                               sweep_id=sweep.id)
+            session.add(job)
+            job_ids.append(job.id)
+            pending.append(job)
+            if len(pending) == batch:
+                _flush(session, pending)
+        _flush(session, pending)
+        if len(job_ids) > room:
+            raise jobs.LimitError(
+                f"the sweep has {len(job_ids)} jobs, but you may queue only {max(room, 0)} more "
+                f"({settings.max_active_jobs_per_user - room} of your {settings.max_active_jobs_per_user} queued or "
+                "running jobs are taken); use fewer values or seeds, or wait for running jobs to finish", field="grid",
+            )
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    return job_ids
+
+
+def _resolve_cell(session: Session, user_id: int, grid: Grid, index: int, spec: dict[str, Any],
+                  infos: dict[str, DataInfo | None]) -> dict[str, Any]:
+    """The cell's resolved spec; a SpecError names `cells[i].<field>` and the cell's grid values."""
+    parsed = _parse_cell(grid, index, spec)
+    try:
+        if parsed.dataset not in infos:
+            infos[parsed.dataset] = jobs._data_info(session, user_id, parsed.dataset)
+        return resolve_spec(parsed, infos[parsed.dataset]).to_json()
+    except SpecError as exc:
+        raise _in_cell(exc, grid, index, spec) from exc
+
+
+def _parse_cell(grid: Grid, index: int, spec: dict[str, Any]) -> JobSpec:
+    """The cell as a JobSpec. A malformed field that the grid does not set is the base's
+    (`base.<field>`); one the grid sets, the cell's (`cells[i].<field>`)."""
+    try:
+        return JobSpec.parse(spec)
+    except SpecError as exc:
+        if exc.field.partition(".")[0] not in {name.partition(".")[0] for name in grid}:
+            raise SpecError(f"the base spec: {exc.message}", f"base.{exc.field}") from exc
+        raise _in_cell(exc, grid, index, spec) from exc
+
+
+def _in_cell(exc: SpecError, grid: Grid, index: int, spec: dict[str, Any]) -> SpecError:
+    values = ", ".join(f"{name}={_short(get_path(spec, name))}" for name in grid)
+    return SpecError(f"cell {index} of {_cells(grid)} ({values}): {exc.message}", f"cells[{index}].{exc.field}")
+
+
+def _short(value: Any, width: int = 40) -> str:
+    text = str(value)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _batch(spec_size: int) -> int:
+    """How many jobs to write or read at a time when each spec takes `spec_size` bytes as JSON."""
+    return max(1, min(FLUSH_EVERY, FLUSH_BYTES // max(spec_size, 1)))
+
+
+def _flush(session: Session, batch: list[Job]) -> None:
+    """Write the batch and let go of its rows, so that a sweep's memory does not grow with its cells."""
+    session.flush()
+    for job in batch:
+        session.expunge(job)
+    batch.clear()
+
+
+def _cells(grid: Grid) -> int:
+    return math.prod(len(values) for values in grid.values())
+
+
+def _undo(session: Session, user_id: int, sweep_id: str, sent: list[str], settings: Settings) -> None:
+    """Remove what a sweep whose enqueueing failed left: its queued jobs, the metrics streams
+    of those already announced, and the sweep. A job a worker already took is cancelled
+    instead (its stream expires after its `done` event), and the sweep kept with it."""
     session.execute(delete(Job).where(Job.sweep_id == sweep_id, Job.status == JobStatus.queued))
     session.commit()
-    taken = session.exec(select(Job.id).where(Job.sweep_id == sweep_id)).all()
+    taken = set(session.exec(select(Job.id).where(Job.sweep_id == sweep_id)).all())
+    try:
+        stream = get_stream(settings)
+        for job_id in set(sent) - taken:
+            stream.delete(job_id)
+    except StreamUnavailable:
+        log.warning("sweep %s: could not delete the metrics streams of its removed jobs", sweep_id)
     for job_id in taken:
         _cancel(session, user_id, job_id, settings)
     if not taken:
@@ -128,18 +212,24 @@ def get_sweep(session: Session, user_id: int, sweep_id: str) -> Sweep:
     return sweep
 
 
-def sweep_jobs(session: Session, sweep_id: str) -> list[Job]:
-    """The sweep's jobs in the order of its cells (creation order)."""
-    query = select(Job).where(Job.sweep_id == sweep_id).order_by(col(Job.created_at), col(Job.id))
-    return list(session.exec(query))
-
-
 def view(session: Session, sweep: Sweep) -> SweepView:
     """The sweep with its jobs, status and table (one row per cell without the seed)."""
-    members = sweep_jobs(session, sweep.id)
-    counts = _counts(job.status for job in members)
-    rows = aggregate([_job_dict(job) for job in members], sweep.grid)
-    return SweepView(sweep, [job.id for job in members], counts, derive_status(counts), rows)
+    members = _members(session, sweep)
+    counts = _counts(job["status"] for job in members)
+    rows = aggregate(members, sweep.grid)
+    return SweepView(sweep, [job["id"] for job in members], counts, derive_status(counts), rows)
+
+
+def _members(session: Session, sweep: Sweep) -> list[dict[str, Any]]:
+    """The sweep's jobs in the order of its cells (creation order), each with only the parts of
+    its spec that the table reads (the grid's fields and the seed), read a batch at a time."""
+    names = [*sweep.grid, SEED]
+    query = (select(Job.id, Job.status, Job.spec, Job.result).where(Job.sweep_id == sweep.id)
+             .order_by(col(Job.created_at), col(Job.id))
+             .execution_options(yield_per=_batch(spec_bytes(sweep.base, {}))))
+    return [{"id": job_id, "status": status, "result": result,
+             "spec": cell_spec({name: get_path(spec, name) for name in names})}
+            for job_id, status, spec, result in session.execute(query)]
 
 
 def list_sweeps(session: Session, user_id: int, limit: int = 50) -> list[SweepView]:
@@ -194,6 +284,4 @@ def _counts(statuses: Any) -> dict[str, int]:
     return counts
 
 
-def _job_dict(job: Job) -> dict[str, Any]:
-    return {"id": job.id, "status": job.status, "spec": job.spec, "result": job.result}
 

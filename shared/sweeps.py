@@ -5,14 +5,13 @@ aggregates their results; the CLI formats the table. A grid maps a field of the 
 the values it takes; dotted names reach into the spec (`noise.rate`, `loss_params.q`).
 """
 
-import copy
 import csv
 import io
 import itertools
 import json
 import math
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from shared.catalog import DATASETS, PAPER_GRIDS
@@ -32,11 +31,26 @@ class GridError(SpecError):
     """A grid that cannot be expanded; `field` names the grid entry to change."""
 
 
-def expand_grid(base: dict, grid: Grid, max_cells: int = MAX_CELLS) -> list[dict]:
-    """One spec per cell of the grid, the last grid field varying fastest."""
+def expand_grid(base: dict, grid: Grid, max_cells: int = MAX_CELLS) -> Iterator[dict]:
+    """One spec per cell of the grid, the last grid field varying fastest, each built only when
+    it is asked for. A cell shares with the base what the grid does not set (the objects a
+    dotted field reaches into are copied), so change no cell in place."""
     check_grid(grid, max_cells)
-    cells = itertools.product(*grid.values())
-    return [_with_values(base, dict(zip(grid, values))) for values in cells]
+    return (_with_values(base, dict(zip(grid, values))) for values in itertools.product(*grid.values()))
+
+
+def spec_bytes(base: dict, grid: Grid) -> int:
+    """The JSON size of all the grid's cells together, counted without building one: every cell
+    repeats the base, and each value of a field is in cells / len(values) of them."""
+    cells = math.prod(len(values) for values in grid.values())
+    total = cells * _json_size(base)
+    for values in grid.values():
+        total += cells // len(values) * sum(_json_size(value) for value in values)
+    return total
+
+
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value))
 
 
 def check_grid(grid: Grid, max_cells: int = MAX_CELLS) -> None:
@@ -76,9 +90,13 @@ def _grid_fields() -> str:
 
 
 def _with_values(base: dict, values: dict[str, Any]) -> dict:
-    spec = copy.deepcopy(base)
+    spec = dict(base)
+    for name in values:
+        head = name.partition(".")[0]
+        if head != name and isinstance(spec.get(head), dict):
+            spec[head] = dict(spec[head])
     for name, value in values.items():
-        set_path(spec, name, copy.deepcopy(value))
+        set_path(spec, name, value)
     return spec
 
 

@@ -4,14 +4,15 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Path, Response, UploadFile
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel
 
 from api.deps import CurrentUser, SessionDep, SettingsDep, StoreDep
 from api.errors import RequestTooLarge
 from api.schemas import ErrorOut
 from shared import dataset_service
 from shared.models import Dataset
-from shared.uploads import UploadLimits, UploadTooLarge
+from shared.upload_sandbox import Sandbox
+from shared.uploads import MAX_NAME, UploadLimits, UploadTooLarge, unprintable
 
 router = APIRouter(
     prefix="/v1/datasets", tags=["datasets"],
@@ -41,18 +42,30 @@ class DatasetList(BaseModel):
     datasets: list[DatasetOut]
 
 
+def _printable(name: str) -> str:
+    bad = unprintable(name)
+    if bad is not None:
+        raise ValueError(f"the name holds the control character {bad!r}; use printable characters")
+    return name
+
+
+DatasetName = Annotated[str, Form(min_length=1, max_length=MAX_NAME), AfterValidator(_printable)]
+
+
 @router.post("", status_code=201, response_model=DatasetOut,
              responses={400: {"model": ErrorOut}, 413: {"model": ErrorOut}, 503: {"model": ErrorOut}})
 def upload_dataset(
-    file: UploadFile, name: Annotated[str, Form(min_length=1, max_length=200)],
+    file: UploadFile, name: DatasetName,
     user: CurrentUser, session: SessionDep, settings: SettingsDep, store: StoreDep, response: Response,
 ) -> DatasetOut:
     """Upload a data set (multipart: `file`, `name`). The file is an `.npz` with arrays x_train,
     y_train, x_test, y_test (optional y_train_clean, classes), or a `.zip` of one folder of
     images per class (split 80/20, seeded) or of train/ and test/ folders of class folders.
-    Train on it with `"dataset": "<id>"`. A file that cannot train answers 400 `bad_dataset`."""
+    Train on it with `"dataset": "<id>"`. A file that cannot train answers 400 `bad_dataset`;
+    one too large to check, 413; one beyond your storage quota, 413 `storage_quota_exceeded`."""
     try:
-        dataset = dataset_service.create_dataset(session, user.id, name, file.file, store, UploadLimits.of(settings))
+        dataset = dataset_service.create_dataset(session, user.id, name, file.file, store, UploadLimits.of(settings),
+                                                 Sandbox.of(settings), settings.storage_quota_bytes)
     except UploadTooLarge as exc:
         raise RequestTooLarge(exc.message, field="file") from exc
     response.headers["Location"] = f"/v1/datasets/{dataset.id}"

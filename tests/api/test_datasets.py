@@ -9,16 +9,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given
+from hypothesis import settings as settings_
+from hypothesis import strategies as st
 from PIL import Image
 from sqlmodel import Session, func, select
 
 from api.main import create_app
-from shared.dataset_service import dataset_key, fetch_dataset
+from shared.dataset_service import dataset_key, fetch_dataset, prune_cache, stored_bytes
 from shared.db import get_engine
 from shared.models import Dataset
 from shared.settings import Settings
-from shared.store import get_store
-from shared.uploads import BadDataset, UploadLimits, UploadTooLarge, read_upload
+from shared.store import ObjectMissing, get_store
+from shared.uploads import BadDataset, UploadLimits, UploadTooLarge, read_upload, unprintable
 
 RNG = np.random.default_rng(0)
 
@@ -264,3 +267,115 @@ def test_images_that_decode_beyond_the_budget_are_refused():
     files = {f"{label}/{i}.png": png((0, 0, 0), size=64) for label in "ab" for i in range(3)}  # 12 KiB each decoded
     with pytest.raises(BadDataset, match="decode to more than 50000 bytes"):
         read_upload(io.BytesIO(zip_of(files)), UploadLimits(10**7, 50_000))
+
+
+def grey16_png(values: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(values.astype(np.uint16)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_16_bit_grey_images_are_scaled_to_8_bits_not_clipped(client: TestClient, user_headers, settings):
+    """A 16-bit PNG's 0..65535 becomes 0..255 (value / 257, rounded); Pillow's own conversion clips at 255."""
+    ramp = (np.arange(16 * 16).reshape(16, 16) * 257 + np.arange(16)[:, None] * 7).clip(0, 65535)
+    files = {f"{label}/{i}.png": grey16_png(ramp if i == 0 else np.full((16, 16), 1000 * (i + 1) + 40000 * (label == "b")))
+             for label in "ab" for i in range(5)}
+    ds = upload(client, user_headers, zip_of(files), filename="deep.zip")
+    assert ds.status_code == 201, ds.text
+    assert ds.json()["channels"] == 1
+    with np.load(io.BytesIO(get_store(settings).get_bytes(dataset_key(ds.json()["id"]))), allow_pickle=False) as stored:
+        images = np.concatenate([stored["x_train"], stored["x_test"]])[:, 0]
+    assert any(np.array_equal(image, np.rint(ramp / 257).astype(np.uint8)) for image in images)
+    assert images.max() == 255 and len(np.unique(images)) > 200, "the ramp keeps its levels"
+
+
+def test_an_upload_that_needs_more_memory_than_the_sandbox_is_a_413_and_the_api_lives(
+        settings: Settings, make_user, leftovers):
+    """The checker runs out of address space (RLIMIT_AS) on a 96 MiB array, not the API."""
+    tight = settings.model_copy(update={"upload_check_memory_bytes": 256 * 2**20})
+    headers = make_user("bigmem")
+    n = 96 * 2**20 // (32 * 32 * 3)
+    x = np.zeros((n, 32, 32, 3), np.uint8)
+    x[:, ::4, ::8, 0] = RNG.integers(0, 256, (n, 8, 4), dtype=np.uint8)  # compresses about 50:1
+    data = _savez_compressed(x_train=x, y_train=np.arange(n) % 3, x_test=x[:6], y_test=np.arange(6) % 3)
+    before = leftovers()
+    with TestClient(create_app(tight)) as client:
+        response = upload(client, headers, data)
+        assert response.status_code == 413, response.text
+        error = response.json()["error"]
+        assert error["code"] == "request_too_large" and "memory" in error["message"], error
+        assert upload(client, headers, npz(**good_arrays())).status_code == 201, "the API and the checker live on"
+    assert leftovers()[0] == before[0] + 1
+
+
+def test_an_upload_that_needs_more_cpu_time_than_the_sandbox_is_a_413(settings: Settings, make_user, leftovers):
+    """RLIMIT_CPU stops the checker (1 s here) that inflates and converts 400 MiB."""
+    slow = settings.model_copy(update={"upload_check_cpu_s": 1})
+    headers = make_user("bigcpu")
+    n = 400 * 2**20 // (64 * 64)
+    x = np.zeros((n // 4, 64, 64), np.float32)  # float: every pixel is checked and converted
+    x[:, ::8, ::8] = RNG.random((n // 4, 8, 8), dtype=np.float32)
+    data = _savez_compressed(x_train=x, y_train=np.arange(len(x)) % 3, x_test=x[:6], y_test=np.arange(6) % 3)
+    before = leftovers()
+    with TestClient(create_app(slow)) as client:
+        response = upload(client, headers, data)
+    assert response.status_code == 413, response.text
+    assert "CPU" in response.json()["error"]["message"]
+    assert leftovers() == before
+
+
+def _savez_compressed(**arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def test_a_user_may_store_data_sets_up_to_the_quota(settings: Settings, make_user, leftovers):
+    one = stored_bytes(30, 6, 1, 28, False)  # good_arrays(): 30 + 6 images of 28×28, grey
+    quota = settings.model_copy(update={"storage_quota_bytes": 2 * one + 100})
+    headers, other = make_user("quota"), make_user("quota-other")
+    with TestClient(create_app(quota)) as client:
+        first, second = (upload(client, headers, npz(**good_arrays()), name=n).json()["id"] for n in ("one", "two"))
+        before = leftovers()
+        refused = upload(client, headers, npz(**good_arrays()), name="three")
+        assert refused.status_code == 413, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "storage_quota_exceeded" and error["field"] == "file"
+        assert f"{2 * one / 2**20:.1f} MiB of your {(2 * one + 100) / 2**20:.1f} MiB" in error["message"]
+        assert first in error["message"] and second in error["message"] and "DELETE /v1/datasets" in error["message"]
+        assert leftovers() == before, "nothing stored"
+        assert upload(client, other, npz(**good_arrays())).status_code == 201, "per user"
+        assert client.delete(f"/v1/datasets/{first}", headers=headers).status_code == 204
+        assert upload(client, headers, npz(**good_arrays()), name="three").status_code == 201
+
+
+def test_the_quota_counts_what_is_stored(client: TestClient, user_headers, settings):
+    ds = upload(client, user_headers, npz(**good_arrays(), y_train_clean=np.arange(30) % 3)).json()
+    stored = get_store(settings).stat(dataset_key(ds["id"])).size
+    counted = stored_bytes(ds["train_samples"], ds["test_samples"], ds["channels"], ds["size"], ds["has_clean_labels"])
+    assert counted <= stored <= counted + 2048, "the .npz adds only its headers"
+
+
+def test_a_worker_drops_its_cached_copies_of_deleted_uploads(client: TestClient, user_headers, settings, tmp_path):
+    store = get_store(settings)
+    kept, deleted, other = (upload(client, user_headers, npz(**good_arrays())).json()["id"] for _ in range(3))
+    folder = tmp_path / "uploads"
+    for ds_id in (kept, deleted, other):
+        fetch_dataset(store, ds_id, folder / f"{ds_id}.npz")
+    for ds_id in (deleted, other):
+        assert client.delete(f"/v1/datasets/{ds_id}", headers=user_headers).status_code == 204
+
+    with pytest.raises(ObjectMissing):
+        fetch_dataset(store, deleted, folder / f"{deleted}.npz")
+    assert sorted(p.name for p in folder.iterdir()) == [f"{kept}.npz"], "both deleted copies are gone"
+    assert fetch_dataset(store, kept, folder / f"{kept}.npz").is_file()
+    assert prune_cache(store, folder) == []
+
+
+@settings_(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(name=st.text(min_size=1, max_size=30).filter(lambda t: unprintable(t) is not None))
+def test_a_data_set_name_with_a_control_character_is_a_422(client: TestClient, user_headers, name: str):
+    response = upload(client, user_headers, b"not even looked at", name=name)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["field"] == "name" and "control character" in error["message"]

@@ -3,16 +3,22 @@
 import csv
 import io
 import math
+import secrets
+import threading
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
+from api.main import create_app
 from shared import jobs
 from shared.db import get_engine
 from shared.models import JobStatus
 from shared.settings import Settings
+from shared.spec import SpecError
+from shared.stream import get_stream
 from shared.sweep_service import derive_status
+from shared.sweeps import spec_bytes
 
 BASE = {"dataset": "mnist", "noise": {"type": "symmetric", "rate": 0.2}, "epochs": 2}
 GRID = {"loss": ["ce", "nce+rce"], "noise.rate": [0.4], "seed": [0, 1, 2]}
@@ -218,3 +224,79 @@ def test_a_failure_midway_removes_the_jobs_already_created_and_the_sweep(session
     assert len(sent) == 2
     assert session.exec(select(Job).where(Job.user_id == user.id)).all() == []
     assert session.exec(select(Sweep).where(Sweep.user_id == user.id)).all() == []
+    stream = get_stream(db_settings)
+    assert not any(stream.client.exists(stream.key(job_id)) for job_id in sent), "the announced streams are gone"
+
+
+def test_a_junk_base_is_refused_at_the_base_before_any_cell_is_built(client: TestClient, user_headers):
+    junk = list(range(20_000))
+    response = client.post("/v1/sweeps", json={"base": {**BASE, "junk": junk}, "grid": {"seed": list(range(1000))}},
+                           headers=user_headers)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["field"] == "base.junk" and error["message"].startswith("the base spec:")
+    assert client.get("/v1/sweeps", headers=user_headers).json()["sweeps"] == []
+
+
+def test_a_sweep_whose_specs_together_exceed_the_limit_is_refused_before_expanding(
+        settings: Settings, make_user):
+    small = settings.model_copy(update={"max_sweep_bytes": 50_000})
+    headers = make_user("big-sweeps")
+    matrix = [[0.9] + [0.1 / 9] * 9 if i == 0 else [0.1 / 9] * i + [0.9] + [0.1 / 9] * (9 - i) for i in range(10)]
+    base = {**BASE, "noise": {"type": "transition", "matrix": matrix}}
+    with TestClient(create_app(small)) as client:
+        refused = client.post("/v1/sweeps", json={"base": base, "grid": {"seed": list(range(100))}}, headers=headers)
+        fits = client.post("/v1/sweeps", json={"base": base, "grid": {"seed": list(range(5))}}, headers=headers)
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert error["field"] == "grid" and "100 specs take" in error["message"] and "50000" in error["message"]
+    assert fits.status_code == 201, fits.text
+    assert spec_bytes(base, {"seed": list(range(100))}) > 50_000 >= spec_bytes(base, {"seed": list(range(5))})
+
+
+@pytest.mark.parametrize("kind", ["limit", "bad cell"])
+def test_a_refused_sweep_leaves_no_row_and_no_stream(db_settings: Settings, kind: str):
+    """Two sweeps of one user race for the last room under the active-job limit (or one has a
+    bad last cell): the refused one leaves no sweep, no job and no Redis stream behind."""
+    from sqlmodel import select
+
+    from shared.models import Job, Sweep, User
+    from shared.sweep_service import create_sweep
+
+    settings = db_settings.model_copy(update={"max_active_jobs_per_user": 12,
+                                              "redis_key_prefix": f"{db_settings.redis_key_prefix}{secrets.token_hex(3)}:"})
+    with Session(get_engine(settings.database_url)) as session:
+        user = User(name="racer")
+        session.add(user)
+        session.commit()
+        user_id = user.id
+    grids = [{"seed": list(range(8))}, {"seed": list(range(8, 16))}]
+    if kind == "bad cell":
+        grids = [{"seed": [0, 1, 2]}, {"noise.rate": [0.2, 0.4, 0.95]}]  # 0.95: symmetric noise over 10 classes
+    outcomes: list[str | BaseException] = [None, None]
+    barrier = threading.Barrier(2)
+
+    def post(i: int) -> None:
+        with Session(get_engine(settings.database_url)) as session:
+            barrier.wait()
+            try:
+                outcomes[i] = create_sweep(session, user_id, BASE, settings, grid=grids[i]).sweep.id
+            except (jobs.LimitError, SpecError) as exc:
+                outcomes[i] = exc
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    created = [o for o in outcomes if isinstance(o, str)]
+    refused = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(created) == 1 and len(refused) == 1, outcomes
+    assert isinstance(refused[0], jobs.LimitError if kind == "limit" else SpecError)
+    with Session(get_engine(settings.database_url)) as session:
+        assert session.exec(select(Sweep.id).where(Sweep.user_id == user_id)).all() == created
+        kept = session.exec(select(Job.id, Job.sweep_id).where(Job.user_id == user_id)).all()
+    assert {sweep_id for _, sweep_id in kept} == set(created)
+    stream = get_stream(settings)
+    keys = set(stream.client.scan_iter(match=f"{settings.redis_key_prefix}*:events"))
+    assert keys == {stream.key(job_id) for job_id, _ in kept}, "a stream for each created job, none other"

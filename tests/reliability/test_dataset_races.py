@@ -1,0 +1,83 @@
+"""Deleting a data set while jobs are submitted on it, as real concurrent requests to a real
+uvicorn, on PostgreSQL and on SQLite: one side wins cleanly, every time.
+
+Either the delete wins (204) and every submission is a 422 naming `dataset`, or some job
+wins (201) and the delete is a 409 naming it while the data set stays; never a deleted data
+set with a job queued on it (which would fail later, on a worker).
+"""
+
+import io
+import threading
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.reliability.conftest import Stack
+
+ROUNDS = 8
+SUBMITTERS = 3
+
+
+@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
+def race_stack(request: pytest.FixtureRequest, make_stack: Callable[..., Stack],
+               tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    if request.param == "postgresql":
+        return make_stack()
+    database: Path = tmp_path_factory.mktemp("race-sqlite") / "noisyfit.db"
+    return make_stack(env={"NOISYFIT_DATABASE_URL": f"sqlite:///{database}"})
+
+
+def tiny_npz() -> bytes:
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    np.savez(buffer, x_train=rng.integers(0, 256, (20, 8, 8), dtype=np.uint8), y_train=np.arange(20) % 2,
+             x_test=rng.integers(0, 256, (4, 8, 8), dtype=np.uint8), y_test=np.arange(4) % 2)
+    return buffer.getvalue()
+
+
+def test_delete_racing_submissions_lets_one_side_win(race_stack: Stack) -> None:
+    owner = race_stack.client("racer")
+    headers = dict(owner.headers)
+    wins: Counter[str] = Counter()
+    for _ in range(ROUNDS):
+        uploaded = owner.post("/v1/datasets", data={"name": "raced"}, files={"file": ("d.npz", tiny_npz())})
+        assert uploaded.status_code == 201, uploaded.text
+        dataset = uploaded.json()["id"]
+        answers: dict[str, httpx.Response] = {}
+        barrier = threading.Barrier(1 + SUBMITTERS)
+
+        def send(key: str, method: str, path: str, body: dict | None = None) -> None:
+            with httpx.Client(base_url=race_stack.url, headers=headers, timeout=60) as http:
+                barrier.wait()
+                answers[key] = http.request(method, path, json=body)
+
+        threads = [threading.Thread(target=send, args=("delete", "DELETE", f"/v1/datasets/{dataset}"))]
+        threads += [threading.Thread(target=send, args=(f"job{i}", "POST", "/v1/jobs",
+                                                        {"dataset": dataset, "loss": "ce", "epochs": 1, "seed": i}))
+                    for i in range(SUBMITTERS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(90)
+        delete = answers.pop("delete")
+        created = [r.json()["id"] for r in answers.values() if r.status_code == 201]
+        refused = [r for r in answers.values() if r.status_code != 201]
+        assert all(r.status_code == 422 and r.json()["error"]["field"] == "dataset" for r in refused), \
+            [r.text for r in refused]
+        still_there = owner.get(f"/v1/datasets/{dataset}").status_code
+        if delete.status_code == 204:
+            assert created == [] and still_there == 404, (created, still_there)
+            wins["delete"] += 1
+        else:
+            assert delete.status_code == 409, delete.text
+            assert created and any(job_id in delete.json()["error"]["message"] for job_id in created), delete.text
+            assert still_there == 200
+            wins["jobs"] += 1
+        for job_id in created:
+            assert owner.get(f"/v1/jobs/{job_id}").json()["spec"]["dataset"] == dataset
+            owner.post(f"/v1/jobs/{job_id}/cancel")
+    assert sum(wins.values()) == ROUNDS, wins
