@@ -13,7 +13,8 @@ from shared.db import get_engine
 from shared.models import User
 from shared.settings import Settings, get_settings
 from shared.store import ObjectStore, get_store
-from shared.stream import MetricsStream, get_stream
+from shared.stream import MetricsStream, StreamUnavailable, get_stream
+from shared.workers import Fleet, read_fleet
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
@@ -72,3 +73,14 @@ def store_dep(settings: SettingsDep) -> ObjectStore:
 
 StreamDep = Annotated[MetricsStream, Depends(stream_dep)]
 StoreDep = Annotated[ObjectStore, Depends(store_dep)]
+
+
+def fleet_dep(settings: SettingsDep) -> Fleet | None:
+    """The live workers; None when Redis cannot be read (the answer then leaves them out)."""
+    try:
+        return read_fleet(settings)
+    except StreamUnavailable:
+        return None
+
+
+FleetDep = Annotated[Fleet | None, Depends(fleet_dep)]

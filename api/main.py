@@ -15,7 +15,7 @@ from api.limits import BodySizeLimit, JsonDepthLimit
 from api.metrics import LatencyMiddleware, make_registry
 from api.routes import catalog, datasets, docs, health, jobs, keys, sweeps
 from shared.db import get_engine, init_db
-from shared.jobs import requeue_stale
+from shared.jobs import requeue_stale, resend_waiting
 from shared.settings import Settings, get_settings
 from shared.store import StoreUnavailable, get_store
 
@@ -46,19 +46,24 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 async def _reap(settings: Settings) -> None:
-    """Requeue running jobs whose worker died (their lease lapsed); safe with many API replicas."""
+    """Requeue running jobs whose worker died (their lease lapsed), and re-send queued jobs whose
+    message may be lost; safe with many API replicas."""
     def once() -> None:
         with Session(get_engine(settings.database_url)) as session:
             requeued = requeue_stale(session, settings)
+            resent = resend_waiting(session, settings)
         if requeued:
             log.info("requeued %d jobs whose lease lapsed: %s", len(requeued), requeued)
+        if resent:
+            log.info("re-sent %d queued jobs that no worker took in %gs: %s", len(resent), settings.resend_after_s,
+                     resent)
 
     while True:
         await asyncio.sleep(settings.reaper_interval_s)
         try:
             await run_in_threadpool(once)
         except Exception:
-            log.exception("requeueing stale jobs failed; trying again later")
+            log.exception("requeueing stale jobs or re-sending waiting ones failed; trying again later")
 
 
 def operation_id(route: APIRoute) -> str:

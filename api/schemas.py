@@ -5,7 +5,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.models import ApiKey, Job
+from shared.models import ApiKey, Job, JobStatus
+from shared.workers import Fleet, WaitingFor
 
 
 class ErrorDetail(BaseModel):
@@ -32,10 +33,17 @@ class JobOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    waiting_for: WaitingFor | None = Field(
+        None, description="a queued job's wait: `worker` (no worker is live; it starts once one is), `dataset` "
+                          "(live workers hold not its data set), `queue` (its turn); null otherwise, or when "
+                          "the workers cannot be read")
 
     @classmethod
-    def of(cls, job: Job) -> "JobOut":
-        return cls.model_validate(job, from_attributes=True)
+    def of(cls, job: Job, fleet: Fleet | None) -> "JobOut":
+        out = cls.model_validate(job, from_attributes=True)
+        if job.status == JobStatus.queued and fleet is not None:
+            out.waiting_for = fleet.waiting_for(job.spec["dataset"])
+        return out
 
 
 class JobList(BaseModel):

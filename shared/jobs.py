@@ -6,8 +6,12 @@ workers, a late message or a duplicate delivery can never move a job twice:
     queued ──start_attempt──> running ──finish──> succeeded | failed | cancelled
       ^                          │
       └──────requeue_stale───────┘   (lease lapsed: the worker died; failed after max_attempts)
+    queued ──resend_waiting──> queued (its message sent again when no worker took it for long)
     queued ──request_cancel──> cancelled;  running ──request_cancel──> cancel_requested flag
     succeeded | failed | cancelled ──delete_job──> gone (artifacts, stream, row)
+
+A train message is a "work available" signal: take_next starts the fairest queued job
+(shared.scheduling), whichever message brought the worker; every queued job was sent one.
 
 Functions take an open Session and commit their own change. Status changes are announced on
 the job's metrics stream (`status` events, and `done` once finished), best-effort.
@@ -17,8 +21,10 @@ import base64
 import hashlib
 import json
 import logging
+import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -30,14 +36,18 @@ from sqlmodel import Session, col, select
 from shared.catalog import DATASETS
 from shared.locks import lock_user
 from shared.models import ACTIVE, FINISHED, Dataset, Job, JobStatus, utcnow
-from shared.queue import send_train
+from shared.queue import claim_resends, send_train
+from shared import scheduling
 from shared.settings import Settings
 from shared.errors import SpecError
 from shared.spec import DataInfo, JobSpec, resolve_spec
 from shared.store import JOB_ID, ObjectMissing, ObjectStore, artifact_key, job_prefix
 from shared.stream import CURSOR_FORM, MetricsStream, StreamUnavailable, finite, get_stream, stream_id
+from shared.workers import read_fleet
 
 log = logging.getLogger(__name__)
+
+TAKE_TRIES = 5
 
 METRICS_FILE = "metrics.jsonl"
 DATASET_ID = re.compile(r"ds_[0-9a-f]{1,64}")
@@ -74,8 +84,20 @@ class JobActive(Conflict):
     code = "job_active"
 
 
+class DatasetUnavailable(Conflict):
+    code = "dataset_unavailable"
+
+
 class LimitError(ServiceError):
     code = "too_many_active_jobs"
+
+
+class TimeQuotaExceeded(LimitError):
+    code = "job_time_quota_exceeded"
+
+    def __init__(self, message: str, retry_after_s: int):
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after_s)}
 
 
 class InvalidCursor(ServiceError):
@@ -108,11 +130,14 @@ def create_job(
     lock_user(session, user_id)  # until the commit: the data set and the job limit stay as read
     try:
         resolved = resolve_spec(spec, _data_info(session, user_id, spec.dataset)).to_json()
+        scheduling.check_time_limit(resolved, settings)
         request_hash = _request_hash(resolved, sweep_id)
         existing = _replay(session, user_id, idempotency_key, request_hash) if idempotency_key is not None else None
         if existing is not None:
             session.commit()
             return existing, False
+        require_holder(spec.dataset, settings)
+        check_quota(session, user_id, settings)
         active = count_active(session, user_id)
         if active >= settings.max_active_jobs_per_user:
             raise LimitError(
@@ -158,6 +183,34 @@ def count_active(session: Session, user_id: int) -> int:
     """The user's queued and running jobs."""
     query = select(func.count()).select_from(Job).where(Job.user_id == user_id, col(Job.status).in_(ACTIVE))
     return session.exec(query).one()
+
+
+def check_quota(session: Session, user_id: int, settings: Settings) -> None:
+    """TimeQuotaExceeded when the user's job run time in the last 24 h reached settings.job_time_quota_s."""
+    if not settings.job_time_quota_s:
+        return
+    now = utcnow()
+    usage = scheduling.time_used(session, user_id, now, settings.job_time_quota_s)
+    if usage.used_s < settings.job_time_quota_s:
+        return
+    wait = max(1, math.ceil((usage.frees_at - now).total_seconds()))
+    raise TimeQuotaExceeded(
+        f"your jobs ran {usage.used_s:.0f} s in the last 24 h, your quota is {settings.job_time_quota_s} s; "
+        f"submit again after {usage.frees_at.isoformat(timespec='seconds')} (in {wait} s, if your running jobs "
+        "end now), or cancel running jobs", retry_after_s=wait,
+    )
+
+
+def require_holder(dataset: str, settings: Settings) -> None:
+    """Refuse a data set that workers are live for but none holds (DatasetUnavailable, with the
+    install step); with no live worker at all, a job is accepted and waits for one."""
+    try:
+        fleet = read_fleet(settings)
+    except StreamUnavailable as exc:
+        raise QueueUnavailable(f"the job queue cannot be reached, so no job was created; retry later ({exc})") from exc
+    message = fleet.unavailable(dataset, settings)
+    if message is not None:
+        raise DatasetUnavailable(message, field="dataset")
 
 
 def get_job(session: Session, user_id: int, job_id: str) -> Job:
@@ -265,6 +318,19 @@ def start_attempt(session: Session, job_id: str, worker_id: str, settings: Setti
     return taken
 
 
+def take_next(session: Session, message_job_id: str, worker_id: str, settings: Settings) -> str | None:
+    """Take the job a worker should train now, on a train message (a "work available" signal):
+    the fairest queued job (shared.scheduling.next_queued), or else the message's own job when
+    start_attempt takes it (a running job whose lease lapsed). None: nothing to take."""
+    for _ in range(TAKE_TRIES):  # each miss is a job another worker took meanwhile
+        job_id = scheduling.next_queued(session, settings)
+        if job_id is None:
+            break
+        if start_attempt(session, job_id, worker_id, settings):
+            return job_id
+    return message_job_id if start_attempt(session, message_job_id, worker_id, settings) else None
+
+
 def renew_lease(session: Session, job_id: str, worker_id: str, settings: Settings) -> bool:
     """Extend the lease (the worker's heartbeat); False when the worker no longer holds the job."""
     return _cas(session, job_id, _held_by(worker_id), lease_expires_at=utcnow() + _ttl(settings))
@@ -277,8 +343,20 @@ def update_progress(session: Session, job_id: str, worker_id: str, epoch: int, e
     return _cas(session, job_id, _held_by(worker_id), progress=_progress(epoch, epochs, finite(metrics)))
 
 
-def cancel_requested(session: Session, job_id: str) -> bool:
-    return bool(session.exec(select(Job.cancel_requested).where(Job.id == job_id)).one_or_none())
+@dataclass(frozen=True)
+class Standing:
+    """What a training process asks between steps: may it go on?"""
+
+    held: bool  # its worker still holds the running job's lease
+    cancel_requested: bool
+
+
+def standing(session: Session, job_id: str, worker_id: str) -> Standing:
+    row = session.exec(select(Job.status, Job.lease_owner, Job.cancel_requested).where(Job.id == job_id)).one_or_none()
+    if row is None:
+        return Standing(held=False, cancel_requested=False)
+    status, owner, cancel = row
+    return Standing(held=status == JobStatus.running and owner == worker_id, cancel_requested=bool(cancel))
 
 
 def finish(
@@ -335,6 +413,29 @@ def requeue_stale(
             except Exception:
                 log.exception("could not re-send job %s; it stays queued", job_id)
     return requeued
+
+
+def resend_waiting(
+    session: Session, settings: Settings, now: datetime | None = None,
+    enqueue: Callable[[str], None] | None = None,
+) -> list[str]:
+    """Queued jobs that no worker took within settings.resend_after_s of being queued and of their
+    last send: sent again, as their message may be lost (Redis restarted without persistence, or
+    the API died between storing a job and sending it). A duplicate message is harmless: a worker
+    drops it after one look (start_attempt takes a job once). Returns the re-sent ids."""
+    now = now or utcnow()
+    waiting = session.exec(select(Job.id).where(
+        Job.status == JobStatus.queued, col(Job.updated_at) < now - timedelta(seconds=settings.resend_after_s),
+    ).order_by(col(Job.created_at))).all()
+    resent = []
+    for job_id in claim_resends(list(waiting), settings):
+        try:
+            (enqueue or (lambda i: send_train(i, settings)))(job_id)
+        except Exception:
+            log.exception("could not re-send job %s; it stays queued and is tried again later", job_id)
+            continue
+        resent.append(job_id)
+    return resent
 
 
 # ---------------------------------------------------------------- helpers

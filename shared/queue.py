@@ -3,6 +3,7 @@
 from celery import Celery
 
 from shared.settings import Settings, get_settings
+from shared.stream import redis_client
 
 TRAIN_TASK = "noisyfit.train"
 TRAIN_QUEUE = "train"
@@ -44,9 +45,31 @@ def _producer(settings: Settings) -> Celery:
 
 
 def send_train(job_id: str, settings: Settings | None = None) -> None:
-    """Enqueue the training of a stored job; raises kombu/redis errors when the broker is down."""
+    """Enqueue the training of a stored job, and note that it was sent (see claim_resends);
+    raises kombu/redis errors when the broker is down."""
     settings = settings or get_settings()
     _producer(settings).send_task(TRAIN_TASK, args=[job_id], queue=TRAIN_QUEUE, retry=False)
+    redis_client(settings.redis_url).set(_sent_key(settings, job_id), 1, px=_resend_ms(settings))
+
+
+def claim_resends(job_ids: list[str], settings: Settings) -> list[str]:
+    """Those of the queued jobs whose message was last sent more than settings.resend_after_s ago
+    (or never, or the note was lost with Redis), each claimed for one re-send: a second caller,
+    another API replica, gets none of them until resend_after_s has passed again."""
+    if not job_ids:
+        return []
+    pipe = redis_client(settings.redis_url).pipeline(transaction=False)
+    for job_id in job_ids:
+        pipe.set(_sent_key(settings, job_id), 1, px=_resend_ms(settings), nx=True)
+    return [job_id for job_id, claimed in zip(job_ids, pipe.execute()) if claimed]
+
+
+def _sent_key(settings: Settings, job_id: str) -> str:
+    return f"{settings.redis_key_prefix}noisyfit:jobs:{job_id}:sent"
+
+
+def _resend_ms(settings: Settings) -> int:
+    return max(1, int(settings.resend_after_s * 1000))
 
 
 def queue_key(settings: Settings) -> str:

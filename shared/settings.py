@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     stream_ttl_s: int = 7 * 24 * 3600
     # A queued or running job per user beyond this answers 429 (Table 2 with 3 seeds is 120 jobs).
     max_active_jobs_per_user: int = 500
+    # A job runs at most this long (from its first start); a spec's time_limit_s may ask less.
+    max_job_seconds: int = 24 * 3600
+    # Seconds of job run time a user may use per rolling 24 h; past it a submission answers 429 (0: no quota).
+    job_time_quota_s: int = 0
     # Presigned download URLs live this long.
     presign_ttl_s: int = 300
     # A running job's lease: renewed by the worker's heartbeat, taken over when it lapses.
@@ -60,6 +64,12 @@ class Settings(BaseSettings):
     sse_recheck_s: float = 10.0
     # The API requeues running jobs whose lease lapsed this often (0: never; run it elsewhere).
     reaper_interval_s: float = 30.0
+    # A queued job no worker took this long after its message was sent is sent again: the message
+    # may be lost (Redis restarted without persistence, or the API died between storing and
+    # sending). A duplicate costs a worker one database look (start_attempt takes a job once).
+    resend_after_s: float = 600.0
+    # A worker reports the data sets it holds this often; three missed reports and it is not live.
+    worker_report_s: float = 10.0
     # Object store calls: connect/read timeouts and attempts on connection errors.
     s3_timeout_s: float = 30.0
     # Presigned URLs name this host instead of s3_endpoint when set (the store as users reach it).

@@ -108,6 +108,8 @@ class JobSpec(BaseModel):
     augment: str | None = _field(None, f"augmentation: {_one_of(AUGMENTATIONS)}")
     precision: str = _field("fp32", f"arithmetic: {_one_of(PRECISIONS)}")
     checkpoint_every: int = _field(1, "epochs between resume checkpoints", ge=1, le=MAX_EPOCHS)
+    time_limit_s: int | None = _field(None, "seconds the job may run, from its first start, before it is stopped "
+                                            "and failed (null: the service's maximum, NOISYFIT_MAX_JOB_SECONDS)", ge=1)
 
     @field_validator("model")
     @classmethod
@@ -189,6 +191,7 @@ class ResolvedSpec(BaseModel):
     augment: str
     precision: str
     checkpoint_every: int
+    time_limit_s: int = 0  # 0: the service's maximum (settings.max_job_seconds), which also caps any other value
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types (lists, not tuples): what the database and checkpoints hold."""
@@ -224,6 +227,7 @@ def resolve_spec(spec: JobSpec, data: DataInfo | None = None) -> ResolvedSpec:
         noise=ResolvedNoise(type=noise.type, rate=noise.rate, matrix=noise.matrix or ()),
         num_classes=data.num_classes,
         train_size=_train_size(spec.train_size, data),
+        time_limit_s=spec.time_limit_s or 0,
     )
     if resolved["lr_min"] > resolved["lr"]:
         raise SpecError(f"lr_min {resolved['lr_min']} must not exceed lr {resolved['lr']}", "lr_min")

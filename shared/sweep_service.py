@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
-from shared import jobs
+from shared import jobs, scheduling
 from shared.locks import lock_user
 from shared.models import ACTIVE, Job, JobStatus, Sweep
 from shared.settings import Settings
@@ -108,12 +108,13 @@ def _store(session: Session, user_id: int, sweep: Sweep, settings: Settings, bat
     them all."""
     lock_user(session, user_id)
     try:
+        jobs.check_quota(session, user_id, settings)
         room = settings.max_active_jobs_per_user - jobs.count_active(session, user_id)
         session.add(sweep)
         session.flush()
         job_ids, pending, infos = [], [], {}
         for index, spec in enumerate(expand_grid(sweep.base, sweep.grid)):
-            job = jobs.new_job(user_id, _resolve_cell(session, user_id, sweep.grid, index, spec, infos),
+            job = jobs.new_job(user_id, _resolve_cell(session, user_id, sweep.grid, index, spec, infos, settings),
                                sweep_id=sweep.id)
             session.add(job)
             job_ids.append(job.id)
@@ -135,13 +136,16 @@ def _store(session: Session, user_id: int, sweep: Sweep, settings: Settings, bat
 
 
 def _resolve_cell(session: Session, user_id: int, grid: Grid, index: int, spec: dict[str, Any],
-                  infos: dict[str, DataInfo | None]) -> dict[str, Any]:
+                  infos: dict[str, DataInfo | None], settings: Settings) -> dict[str, Any]:
     """The cell's resolved spec; a SpecError names `cells[i].<field>` and the cell's grid values."""
     parsed = _parse_cell(grid, index, spec)
     try:
         if parsed.dataset not in infos:
+            jobs.require_holder(parsed.dataset, settings)
             infos[parsed.dataset] = jobs._data_info(session, user_id, parsed.dataset)
-        return resolve_spec(parsed, infos[parsed.dataset]).to_json()
+        resolved = resolve_spec(parsed, infos[parsed.dataset]).to_json()
+        scheduling.check_time_limit(resolved, settings)
+        return resolved
     except SpecError as exc:
         raise _in_cell(exc, grid, index, spec) from exc
 

@@ -19,9 +19,8 @@ import numpy as np
 import torch
 import torchvision
 
-SYSTEM_DATA_DIRS: tuple[Path, ...] = (Path("/usr/share/datasets/fashion-mnist"),)  # Debian dataset-fashion-mnist
-CACHE_FOLDER = "noisyfit-cache"
-CACHE_VERSION = 1
+from worker.data_files import CIFAR10_FILES, CIFAR100_FILES, IDX_FILES, SYSTEM_DATA_DIRS, cache_path
+
 DOWNLOAD_HINT = "or set NOISYFIT_ALLOW_DOWNLOAD=true to let the worker download it"
 
 Arrays = dict[str, np.ndarray]
@@ -93,7 +92,7 @@ def load_dataset(
         raise DatasetError(f"unknown data set {name!r}; choose one of {sorted(DATASETS)}")
     info = DATASETS[name]
     data_dir = Path(data_dir)
-    cache = data_dir / CACHE_FOLDER / f"{name}-v{CACHE_VERSION}.npz"
+    cache = cache_path(name, data_dir)
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as stored:
             arrays = {key: stored[key] for key in stored.files}
@@ -182,7 +181,6 @@ def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, .
 # MNIST family: IDX files
 # ---------------------------------------------------------------------------------------
 
-IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
@@ -317,8 +315,8 @@ def _labels(batches: Sequence[dict], key: str) -> np.ndarray:
 
 @register_dataset("cifar10", mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
 def _read_cifar10(source: Source) -> Arrays:
-    train_files = [f"data_batch_{i}" for i in range(1, 6)]
-    folder = _cifar_folder(torchvision.datasets.CIFAR10, "CIFAR-10", source, [*train_files, "test_batch", "batches.meta"])
+    train_files = [f for f in CIFAR10_FILES if f.startswith("data_batch_")]
+    folder = _cifar_folder(torchvision.datasets.CIFAR10, "CIFAR-10", source, CIFAR10_FILES)
     train = [_unpickle(folder / f) for f in train_files]
     test = [_unpickle(folder / "test_batch")]
     return {
@@ -330,7 +328,7 @@ def _read_cifar10(source: Source) -> Arrays:
 
 @register_dataset("cifar100", mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762))
 def _read_cifar100(source: Source) -> Arrays:
-    folder = _cifar_folder(torchvision.datasets.CIFAR100, "CIFAR-100", source, ["train", "test", "meta"])
+    folder = _cifar_folder(torchvision.datasets.CIFAR100, "CIFAR-100", source, CIFAR100_FILES)
     train, test = [_unpickle(folder / "train")], [_unpickle(folder / "test")]
     return {
         "x_train": _images(train), "y_train": _labels(train, "fine_labels"),

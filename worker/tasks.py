@@ -1,81 +1,78 @@
-"""The training task: one queued job, trained on this worker's device, its state in the database.
+"""The training of one job that a worker took (worker.dispatch), in a process of its own.
 
-    start_attempt ──> heartbeat thread renews the lease ──> run_job(callbacks) ──> finish
+    read the job ──> run_job(callbacks) ──> finish ──> exit (code: worker.dispatch)
 
-The task owns the job only while its lease lives (shared.jobs): a duplicate delivery is
-refused by start_attempt, and a job whose worker died is requeued by the API's reaper once the
-lease lapses, then resumes from its resume.pt here. Callbacks stream `step` and `epoch` events,
-record progress, and stop training at the next step when the job is cancelled or its lease is
-lost. The `status` and `done` events come from shared.jobs with each state change.
+The worker's long-lived process holds the job's lease while this process trains. Callbacks
+stream `step` and `epoch` events, record progress, and stop training at the next step when
+the job is cancelled, its lease went to another worker, or it ran past its time limit
+(shared.scheduling: failed with code time_limit). A job whose worker died is requeued
+by the API's reaper once the lease lapses, then resumes from its resume.pt here. The `status`
+and `done` events come from shared.jobs with each state change.
 """
 
 import logging
-import os
-import secrets
-import socket
-import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import torch
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
-from shared import jobs
+from shared import jobs, scheduling
 from shared.dataset_service import fetch_dataset
 from shared.db import get_engine
-from shared.models import Job, JobStatus
+from shared.models import Job, JobStatus, utcnow
 from shared.settings import Settings, get_settings
 from shared.spec import ResolvedSpec
 from shared.store import ObjectMissing, StoreUnavailable, get_store
 from shared.stream import MetricsStream, StreamUnavailable, get_stream
 from worker.datasets import UPLOADED_PREFIX, DatasetError, uploaded_path
+from worker.dispatch import GIVE_BACK, SERVICE_ERRORS
 from worker.runner import run_job
 from worker.sinks import ObjectStoreSink
 from worker.trainer import Callback, ResumeError, TrainState
 
 log = logging.getLogger(__name__)
 
-CANCEL_CHECK_S = 0.5  # the database is asked whether the job was cancelled at most this often
+CHECK_S = 0.5  # the database is asked whether the job was cancelled or its lease lost at most this often
 STEP_EVENT_S = 1.0  # at most one `step` event this often
 STEP_EVERY = 5  # optimizer steps between looks at the step-event clock (each costs a device sync)
-
-# The service failed, not the job: the task gives the job back (its lease lapses) to be retried.
-SERVICE_ERRORS = (StoreUnavailable, OperationalError)
 
 # Result fields copied into the job record; the whole result is result.json.
 SUMMARY = ("final_test_accuracy", "best_test_accuracy", "epochs_completed", "resumed_from_epoch",
            "noise_rate_realised", "num_corrupted", "mislabel_detection")
 
 
-def train_job(job_id: str) -> None:
-    """The body of the Celery task "noisyfit.train"."""
+def run_taken_job(job_id: str, worker_id: str) -> int:
+    """Train the job `worker_id` took and record how it ended; the process's exit code."""
     settings = get_settings()
     engine = get_engine(settings.database_url)
-    worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-    with Session(engine) as session:
-        if not jobs.start_attempt(session, job_id, worker_id, settings):
-            log.info("job %s: not taken (finished, cancelled, or held by a live worker)", job_id)
-            return
-        job = session.get(Job, job_id)
-        spec, attempt = ResolvedSpec.model_validate(job.spec), job.attempts
-    log.info("job %s: attempt %d as %s", job_id, attempt, worker_id)
-    control = JobControl(job_id, worker_id, settings, engine, get_stream(settings))
-    with Heartbeat(control, settings.heartbeat_s):
+    attempt = 0
+    try:
+        with Session(engine) as session:
+            job = session.get(Job, job_id)
+            spec, attempt, started = ResolvedSpec.model_validate(job.spec), job.attempts, job.started_at
+        limit = scheduling.limit_s(spec.time_limit_s, settings)
+        deadline = scheduling.aware(started) + timedelta(seconds=limit)
+        control = JobControl(job_id, worker_id, settings, engine, get_stream(settings), deadline)
         try:
             status, fields = _train(job_id, spec, settings, control)
         except SERVICE_ERRORS as exc:
             if attempt < settings.max_attempts:
-                raise  # given back: retried with backoff, resuming from resume.pt
+                raise
             status, fields = JobStatus.failed, {"error": service_failure(exc, attempt)}
-    if status is None:
-        log.warning("job %s: lost its lease to another worker; stopped without finishing it", job_id)
-        return
-    with Session(engine) as session:
-        finished = jobs.finish(session, job_id, worker_id, status, settings, **fields)
+        if status is None:
+            log.warning("job %s: lost its lease to another worker; stopped without finishing it", job_id)
+            return 0
+        with Session(engine) as session:
+            finished = jobs.finish(session, job_id, worker_id, status, settings, **fields)
+    except SERVICE_ERRORS as exc:
+        log.warning("job %s: attempt %d gave up on a service (%s); given back to be retried", job_id, attempt, exc)
+        return GIVE_BACK
     log.info("job %s: %s", job_id, status if finished else f"{status}, but another worker holds it now")
+    return 0
 
 
 def _train(job_id: str, spec: ResolvedSpec, settings: Settings,
@@ -91,8 +88,11 @@ def _train(job_id: str, spec: ResolvedSpec, settings: Settings,
         log.exception("job %s failed", job_id)
         return JobStatus.failed, {"error": failure(exc)}
     if result["status"] == "stopped":
-        if control.lost.is_set():
+        if control.lost:
             return None, {}
+        if control.timed_out:
+            limit = scheduling.limit_s(spec.time_limit_s, settings)
+            return JobStatus.failed, {"error": scheduling.time_limit_error(limit, settings)}
         return JobStatus.cancelled, {}
     return JobStatus.succeeded, {"result": {k: result[k] for k in SUMMARY if k in result}}
 
@@ -136,12 +136,14 @@ class JobControl(Callback):
 
     log_every = STEP_EVERY
 
-    def __init__(self, job_id: str, worker_id: str, settings: Settings, engine: Engine, stream: MetricsStream):
+    def __init__(self, job_id: str, worker_id: str, settings: Settings, engine: Engine, stream: MetricsStream,
+                 deadline: datetime):
         self.job_id, self.worker_id, self.settings = job_id, worker_id, settings
-        self.engine, self.stream = engine, stream
-        self.lost = threading.Event()  # the lease went to another worker
+        self.engine, self.stream, self.deadline = engine, stream, deadline
+        self.lost = False  # the lease went to another worker
         self.cancelled = False
-        self._cancel_checked = 0.0
+        self.timed_out = False  # past the job's time limit
+        self._checked = 0.0
         self._step_published = 0.0
 
     def on_step(self, state: TrainState, metrics: dict[str, Any]) -> None:
@@ -160,53 +162,26 @@ class JobControl(Callback):
             log.exception("job %s: could not record the progress of epoch %d", self.job_id, state.epoch)
             return
         if not held:
-            self.lost.set()
+            self.lost = True
 
     def should_stop(self) -> bool:
-        if self.lost.is_set() or self.cancelled:
+        self.timed_out = self.timed_out or utcnow() >= self.deadline
+        if self.lost or self.cancelled or self.timed_out:
             return True
         now = time.monotonic()
-        if now - self._cancel_checked >= CANCEL_CHECK_S:
-            self._cancel_checked = now
+        if now - self._checked >= CHECK_S:
+            self._checked = now
             try:
                 with Session(self.engine) as session:
-                    self.cancelled = jobs.cancel_requested(session, self.job_id)
+                    standing = jobs.standing(session, self.job_id, self.worker_id)
             except Exception:
                 log.exception("job %s: could not ask whether it was cancelled", self.job_id)
-        return self.cancelled
+                return False
+            self.cancelled, self.lost = standing.cancel_requested, not standing.held
+        return self.cancelled or self.lost
 
     def publish(self, event: dict[str, Any]) -> None:
         try:
             self.stream.publish(self.job_id, event)
         except StreamUnavailable:
             log.warning("job %s: the metrics stream is down; %s event dropped", self.job_id, event["type"])
-
-    def renew(self) -> None:
-        """One heartbeat: extend the lease, or note that it is lost."""
-        try:
-            with Session(self.engine) as session:
-                if not jobs.renew_lease(session, self.job_id, self.worker_id, self.settings):
-                    self.lost.set()
-        except Exception:
-            log.exception("job %s: could not renew its lease", self.job_id)
-
-
-class Heartbeat:
-    """A daemon thread renewing the job's lease every `interval_s`, even inside a long epoch."""
-
-    def __init__(self, control: JobControl, interval_s: float):
-        self.control, self.interval_s = control, interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{control.job_id}", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s) and not self.control.lost.is_set():
-            self.control.renew()
-
-    def __enter__(self) -> "Heartbeat":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()

@@ -4,14 +4,17 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from api.deps import CurrentUser
+from api.deps import CurrentUser, FleetDep
 from api.schemas import ErrorOut
 from shared.catalog import catalog
+from shared.workers import with_fleet
 
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"], responses={401: {"model": ErrorOut}})
 
 
 @router.get("")
-def get_catalog(_user: CurrentUser) -> dict[str, Any]:
-    """Every data set, loss (with its formula and parameters), model, noise kind and preset."""
-    return catalog()
+def get_catalog(_user: CurrentUser, fleet: FleetDep) -> dict[str, Any]:
+    """Every data set, loss (with its formula and parameters), model, noise kind and preset;
+    `live_workers`, and per data set the live `workers` that hold it and whether it is `available`
+    (null when Redis cannot be read)."""
+    return with_fleet(catalog(), fleet)

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
-from api.deps import BearerDep, CurrentUser, SessionDep, SettingsDep, StoreDep, StreamDep
+from api.deps import BearerDep, CurrentUser, FleetDep, SessionDep, SettingsDep, StoreDep, StreamDep
 from api.schemas import ArtifactList, ArtifactOut, ErrorOut, JobList, JobOut, MetricsPage
 from api.sse import job_events
 from shared import jobs
@@ -27,7 +27,7 @@ MetricsCursor = Annotated[str | None, Query(description=f"read events after this
              responses={200: {"model": JobOut, "description": "replay of an Idempotency-Key"},
                         **{code: {"model": ErrorOut} for code in (400, 409, 429, 503)}})
 def create_job(
-    spec: JobSpec, user: CurrentUser, session: SessionDep, settings: SettingsDep, response: Response,
+    spec: JobSpec, user: CurrentUser, session: SessionDep, settings: SettingsDep, response: Response, fleet: FleetDep,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> JobOut:
     """Validate, store and enqueue a job (201). Sending the same `Idempotency-Key` and spec
@@ -37,24 +37,24 @@ def create_job(
     if not created:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
-    return JobOut.of(job)
+    return JobOut.of(job, fleet)
 
 
 @router.get("", response_model=JobList)
 def list_jobs(
-    user: CurrentUser, session: SessionDep,
+    user: CurrentUser, session: SessionDep, fleet: FleetDep,
     status: JobStatus | None = None,
     cursor: Annotated[str | None, Query(description="the `next` value of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JobList:
     """Your jobs, newest first; pass `next` back as `cursor` for the following page."""
     page, next_cursor = jobs.list_jobs(session, user.id, status=status, cursor=cursor, limit=limit)
-    return JobList(jobs=[JobOut.of(job) for job in page], next=next_cursor)
+    return JobList(jobs=[JobOut.of(job, fleet) for job in page], next=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: JobId, user: CurrentUser, session: SessionDep) -> JobOut:
-    return JobOut.of(jobs.get_job(session, user.id, job_id))
+def get_job(job_id: JobId, user: CurrentUser, session: SessionDep, fleet: FleetDep) -> JobOut:
+    return JobOut.of(jobs.get_job(session, user.id, job_id), fleet)
 
 
 @router.delete("/{job_id}", status_code=204, response_class=Response,
@@ -66,10 +66,11 @@ def delete_job(job_id: JobId, user: CurrentUser, session: SessionDep, store: Sto
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, responses={409: {"model": ErrorOut}})
-def cancel_job(job_id: JobId, user: CurrentUser, session: SessionDep, settings: SettingsDep) -> JobOut:
+def cancel_job(job_id: JobId, user: CurrentUser, session: SessionDep, settings: SettingsDep,
+               fleet: FleetDep) -> JobOut:
     """A queued job is cancelled at once; a running one stops at its worker's next check
     (`cancel_requested` is true until then)."""
-    return JobOut.of(jobs.request_cancel(session, user.id, job_id, settings))
+    return JobOut.of(jobs.request_cancel(session, user.id, job_id, settings), fleet)
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsPage, responses={503: {"model": ErrorOut}})

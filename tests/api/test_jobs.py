@@ -173,11 +173,13 @@ def test_a_running_job_gets_a_cancel_request(client: TestClient, user_headers, s
     job_id = client.post("/v1/jobs", json=SPEC, headers=user_headers).json()["id"]
     with Session(get_engine(settings.database_url)) as session:
         assert jobs.start_attempt(session, job_id, "w1", settings)
-        assert not jobs.cancel_requested(session, job_id)
+        assert jobs.standing(session, job_id, "w1") == jobs.Standing(held=True, cancel_requested=False)
+        assert not jobs.standing(session, job_id, "w2").held
         job = client.post(f"/v1/jobs/{job_id}/cancel", headers=user_headers).json()
         assert job["status"] == "running" and job["cancel_requested"] is True
-        assert jobs.cancel_requested(session, job_id)
+        assert jobs.standing(session, job_id, "w1") == jobs.Standing(held=True, cancel_requested=True)
         assert jobs.finish(session, job_id, "w1", jobs.JobStatus.cancelled, settings)
+        assert not jobs.standing(session, job_id, "w1").held
     assert client.get(f"/v1/jobs/{job_id}", headers=user_headers).json()["status"] == "cancelled"
 
 

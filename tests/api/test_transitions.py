@@ -110,6 +110,29 @@ def test_a_stale_running_job_is_requeued_and_sent_again(session, db_settings, jo
     assert reload(session, job_id).attempts == 2
 
 
+def test_a_queued_job_no_worker_took_is_sent_again_once_per_interval(session, db_settings, job_id):
+    """The job was stored without a message, as when the API dies between commit and send."""
+    sent: list[str] = []
+    assert job_id not in jobs.resend_waiting(session, db_settings, enqueue=sent.append)  # not waiting long yet
+    later = utcnow() + timedelta(seconds=db_settings.resend_after_s + 1)
+    assert job_id in jobs.resend_waiting(session, db_settings, now=later, enqueue=sent.append)
+    assert job_id not in jobs.resend_waiting(session, db_settings, now=later, enqueue=sent.append)  # claimed
+    assert sent.count(job_id) == 1
+    assert reload(session, job_id).status == "queued" and reload(session, job_id).attempts == 0
+    assert jobs.start_attempt(session, job_id, "w1", db_settings)
+    much_later = later + timedelta(seconds=db_settings.resend_after_s + 1)
+    assert job_id not in jobs.resend_waiting(session, db_settings, now=much_later, enqueue=sent.append)
+
+
+def test_a_job_sent_recently_is_not_sent_again(session, db_settings):
+    user = User(name="resend-test")
+    session.add(user)
+    session.commit()
+    job, _ = jobs.create_job(session, user.id, SPEC, db_settings)  # sent to the (worker-less) queue
+    later = utcnow() + timedelta(seconds=db_settings.resend_after_s + 1)
+    assert job.id not in jobs.resend_waiting(session, db_settings, now=later, enqueue=lambda _: None)
+
+
 def test_a_job_that_keeps_dying_fails_after_max_attempts(session, db_settings, job_id):
     settings = db_settings.model_copy(update={"max_attempts": 2, "lease_ttl_s": -1})
     for worker in ("w1", "w2"):

@@ -1,6 +1,6 @@
 """Real processes for the end-to-end tests: `uvicorn api.main:app` and a Celery worker.
 
-Both run with the session's PostgreSQL database, Redis prefix and rclone S3 server
+Both run with a PostgreSQL database and Redis prefix of their own and the session's rclone S3 server
 (tests/conftest.py), and with a short job lease, a quick heartbeat and the API's reaper on,
 so that a job whose worker is killed is requeued within seconds. Nothing is eager or mocked:
 jobs go over HTTP, through the Redis queue, to the worker process. When a test fails, the
@@ -24,7 +24,7 @@ import pytest
 
 from client.http import parse_sse
 from shared.settings import Settings
-from tests.conftest import ROOT, Headers, free_port, wait_for_port
+from tests.conftest import ROOT, Headers, create_postgres_database, drop_postgres_database, free_port, wait_for_port
 
 # Small enough for two shared CPU cores: one epoch of 1000 samples and a 10 000-image test pass.
 TINY_JOB = {
@@ -79,12 +79,22 @@ def start(name: str, args: list[str], env: dict[str, str], folder: Path) -> Proc
 
 
 @pytest.fixture(scope="session")
-def e2e_env(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """The environment of the API and worker processes. Their own Redis key prefix keeps their
-    queue apart from the jobs other suites leave queued on the session's."""
+def e2e_database() -> Iterator[str]:
+    url = create_postgres_database("_e2e")
+    yield url
+    drop_postgres_database(url)
+
+
+@pytest.fixture(scope="session")
+def e2e_env(service_env: dict[str, str], e2e_database: str,
+            tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment of the API and worker processes. Their own database and Redis key prefix
+    keep them apart from the jobs other suites leave queued: a worker takes whichever queued job
+    of its database is next (shared.scheduling), so a database pairs with one queue."""
     return {
         **os.environ,
         **service_env,
+        "NOISYFIT_DATABASE_URL": e2e_database,
         "NOISYFIT_REDIS_KEY_PREFIX": f"{service_env['NOISYFIT_REDIS_KEY_PREFIX']}e2e:",
         "NOISYFIT_DATA_DIR": str(tmp_path_factory.mktemp("data")),
         "NOISYFIT_ALLOW_DOWNLOAD": "false",

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torchvision
 
+from worker.data_files import LAYOUTS, holds
 from worker.datasets import DATASETS, SYSTEM_DATA_DIRS, DatasetError, load_dataset, read_idx
 
 FASHION_DIR = SYSTEM_DATA_DIRS[0]
@@ -29,7 +30,7 @@ def images(n: int, shape: tuple[int, ...], seed: int) -> np.ndarray:
 
 
 def test_registry_names_are_the_design_ones():
-    assert set(DATASETS) == {"mnist", "fashion-mnist", "cifar10", "cifar100"}
+    assert set(DATASETS) == set(LAYOUTS) == {"mnist", "fashion-mnist", "cifar10", "cifar100"}
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +38,7 @@ def fashion(tmp_path_factory):
     if not (FASHION_DIR / "train-images-idx3-ubyte.gz").is_file():
         pytest.fail(f"the Debian package dataset-fashion-mnist is not installed in {FASHION_DIR}: run scripts/setup.sh")
     data_dir = tmp_path_factory.mktemp("data")
+    assert holds("fashion-mnist", data_dir, download=False)  # what a worker reports (worker.data_files)
     return data_dir, load_dataset("fashion-mnist", data_dir=data_dir)
 
 
@@ -60,6 +62,7 @@ def test_fashion_mnist_mean_and_std_describe_the_data(fashion):
 def test_second_load_comes_from_the_npz_cache(fashion):
     data_dir, first = fashion
     assert list((data_dir / "noisyfit-cache").glob("fashion-mnist-*.npz"))
+    assert holds("fashion-mnist", data_dir, download=False, system_dirs=[])
     again = load_dataset("fashion-mnist", data_dir=data_dir, system_dirs=[])  # no source left but the cache
     assert torch.equal(again.x_train, first.x_train) and torch.equal(again.y_test, first.y_test)
     assert again.classes == first.classes
@@ -70,6 +73,7 @@ def test_fashion_mnist_also_reads_a_system_folder_given_by_the_caller(tmp_path):
     for split, n in (("train", 6), ("t10k", 4)):
         write_idx(folder / f"{split}-images-idx3-ubyte", images(n, (28, 28), seed=n))
         write_idx(folder / f"{split}-labels-idx1-ubyte", np.arange(n) % 10)
+    assert holds("fashion-mnist", tmp_path / "data", download=False, system_dirs=[folder])
     ds = load_dataset("fashion-mnist", data_dir=tmp_path / "data", system_dirs=[folder])
     assert ds.x_train.shape == (6, 1, 28, 28) and ds.y_test.tolist() == [0, 1, 2, 3]
     assert torch.equal(ds.x_train[:, 0], torch.from_numpy(images(6, (28, 28), seed=6)))
@@ -81,7 +85,9 @@ def test_mnist_reads_the_torchvision_raw_layout(tmp_path):
     write_idx(raw / "train-images-idx3-ubyte", train)
     write_idx(raw / "train-labels-idx1-ubyte", np.arange(12) % 10)
     write_idx(raw / "t10k-images-idx3-ubyte", test)
+    assert not holds("mnist", tmp_path, download=False)
     write_idx(raw / "t10k-labels-idx1-ubyte", np.array([9, 8, 7, 6, 5]))
+    assert holds("mnist", tmp_path, download=False)
     ds = load_dataset("mnist", data_dir=tmp_path)
     assert ds.x_train.shape == (12, 1, 28, 28) and ds.x_train.dtype == torch.uint8
     assert torch.equal(ds.x_test[:, 0], torch.from_numpy(test))
@@ -99,7 +105,9 @@ def test_cifar10_reads_the_python_batches(tmp_path):
         write_pickle(folder / f"data_batch_{i}", cifar_batch(2, seed=i, labels=[i, i + 1]))
     write_pickle(folder / "test_batch", cifar_batch(3, seed=9, labels=[0, 1, 2]))
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    assert not holds("cifar10", tmp_path, download=False)
     write_pickle(folder / "batches.meta", {"label_names": names, "num_cases_per_batch": 2, "num_vis": 3072})
+    assert holds("cifar10", tmp_path, download=False)
     ds = load_dataset("cifar10", data_dir=tmp_path)
     assert ds.x_train.shape == (10, 3, 32, 32) and ds.x_test.shape == (3, 3, 32, 32)
     assert ds.y_train.tolist() == [1, 2, 2, 3, 3, 4, 4, 5, 5, 6]
@@ -115,6 +123,7 @@ def test_cifar100_returns_the_super_class_labels(tmp_path):
     write_pickle(folder / "test", cifar_batch(2, seed=2, fine_labels=[1, 2], coarse_labels=[1, 14]))
     write_pickle(folder / "meta", {"fine_label_names": [f"f{i}" for i in range(100)],
                                    "coarse_label_names": [f"c{i}" for i in range(20)]})
+    assert holds("cifar100", tmp_path, download=False)
     ds = load_dataset("cifar100", data_dir=tmp_path)
     assert ds.num_classes == 100 and ds.y_train.tolist() == [0, 99, 5, 7]
     assert ds.coarse_train.tolist() == [4, 19, 17, 7] and ds.coarse_test.tolist() == [1, 14]
@@ -140,6 +149,8 @@ def test_cifar_batches_refuse_anything_but_arrays_and_lists(tmp_path):
     ],
 )
 def test_missing_files_say_where_to_put_them(tmp_path, name, where):
+    assert not holds(name, tmp_path, download=False, system_dirs=[])
+    assert holds(name, tmp_path, download=True, system_dirs=[])  # a worker allowed to download reports it
     with pytest.raises(DatasetError, match="NOISYFIT_ALLOW_DOWNLOAD=true") as info:
         load_dataset(name, data_dir=tmp_path, download=False, system_dirs=[])
     assert where in str(info.value) and str(tmp_path) in str(info.value)

@@ -125,10 +125,11 @@ class Stack:
         wait_for_port(port, self.api.process, timeout_s=60)
         return self.api
 
-    def start_worker(self) -> Process:
+    def start_worker(self, env: dict[str, str] | None = None) -> Process:
+        """A Celery worker with the stack's environment, `env` added (e.g. its own NOISYFIT_DATA_DIR)."""
         name = f"{self.name}-worker{len(self.processes)}"
         worker = start(name, [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "train", "-c", "1",
-                              "-n", f"{name}@%h", "--loglevel", "INFO"], self.env, self.folder)
+                              "-n", f"{name}@%h", "--loglevel", "INFO"], {**self.env, **(env or {})}, self.folder)
         self.processes.append(worker)
         wait_until(lambda: " ready." in worker.log.read_text() or worker.process.poll() is not None, 180,
                        f"{name} to be ready")

@@ -106,6 +106,7 @@ def test_deleting_a_job_while_the_store_is_down_keeps_it_listed_until_a_retry_co
     http = stack.client("delete-outage")
     job_id = http.post("/v1/jobs", json=SPEC).json()["id"]
     http.post(f"/v1/jobs/{job_id}/cancel")
+    wait_status(http, job_id, {"cancelled"}, timeout_s=120)  # at once if queued; at its next check if taken
     s3.stop()
     try:
         refused = http.delete(f"/v1/jobs/{job_id}")
