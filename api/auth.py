@@ -7,7 +7,7 @@ import secrets
 from sqlalchemy import ColumnElement, and_
 from sqlmodel import Session, col, select
 
-from shared.jobs import NotFound
+from shared.errors import NotFound
 from shared.models import ApiKey, User, utcnow
 
 KEY_PREFIX = "nf_"

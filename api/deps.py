@@ -8,7 +8,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
 from api.auth import is_admin_token, user_for_key
-from api.errors import Forbidden, Unauthorized
+from shared.errors import Forbidden, Unauthorized
 from shared.db import get_engine
 from shared.models import User
 from shared.settings import Settings, get_settings

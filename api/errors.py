@@ -1,7 +1,7 @@
 """Every error the API answers has one shape: {"error": {"code", "message", "field"}}.
 
-`describe` maps each kind of exception to (status, code, message, field) in one place;
-`install` registers the one handler for all of them.
+Our errors carry their code and status (shared/errors.py); `error_parts` reads them, and
+gives Starlette's own HTTP errors a code; `install` registers the one handler for both.
 """
 
 from typing import Any
@@ -12,74 +12,24 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from shared.dataset_service import StorageQuotaExceeded
-from shared.jobs import Conflict, InvalidCursor, LimitError, NotFound, QueueUnavailable, ServiceError
-from shared.errors import SpecError
-from shared.store import BadArtifactName, ObjectMissing, StoreUnavailable
-from shared.stream import StreamUnavailable
-from shared.uploads import BadDataset
+from shared.errors import NoisyfitError
 
-
-class ApiError(HTTPException):
-    """An error raised by the HTTP layer itself (auth, sizes); an HTTPException so that it
-    passes through FastAPI's body parsing unchanged."""
-
-    status = 400
-    code = "bad_request"
-
-    def __init__(self, message: str, field: str | None = None, headers: dict[str, str] | None = None):
-        super().__init__(self.status, message, headers)
-        self.field = field
-
-
-class Unauthorized(ApiError):
-    status, code = 401, "unauthorized"
-
-    def __init__(self, message: str):
-        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
-
-
-class Forbidden(ApiError):
-    status, code = 403, "forbidden"
-
-
-class RequestTooLarge(ApiError):
-    status, code = 413, "request_too_large"
-
-
-_SERVICE_STATUS: dict[type[ServiceError], int] = {
-    NotFound: 404, Conflict: 409, LimitError: 429, InvalidCursor: 422, QueueUnavailable: 503,
-    StorageQuotaExceeded: 413,
-}
 _HTTP_CODES = {
     400: "bad_request", 404: "not_found", 405: "method_not_allowed", 406: "not_acceptable",
     415: "unsupported_media_type",
 }
 
-Described = tuple[int, str, str, str | None]
+ErrorParts = tuple[int, str, str, str | None, dict[str, str]]
 
 
-def describe(exc: Exception) -> Described:
-    match exc:
-        case ApiError():
-            return exc.status_code, exc.code, str(exc.detail), exc.field
-        case HTTPException():
-            return exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"), str(exc.detail), None
-        case ServiceError():
-            status = next((s for cls, s in _SERVICE_STATUS.items() if isinstance(exc, cls)), 400)
-            return status, exc.code, exc.message, exc.field
-        case SpecError():
-            return 422, "invalid_spec", exc.message, exc.field
-        case BadDataset():
-            return 400, exc.code, exc.message, exc.field
-        case BadArtifactName():
-            return 422, "invalid_artifact_name", str(exc), "name"
-        case ObjectMissing():
-            return 404, "not_found", "no such artifact; GET /v1/jobs/{id}/artifacts lists them", "name"
-        case StreamUnavailable():
-            return 503, "stream_unavailable", f"{exc}; job status (GET /v1/jobs/{{id}}) still answers", None
-        case StoreUnavailable():
-            return 503, "store_unavailable", f"{exc}; retry later", None
+def error_parts(exc: Exception) -> ErrorParts:
+    """(status, code, message, field, headers) of an error: ours carry them; Starlette's own
+    (an unknown route, a wrong method) get a code from their status."""
+    if isinstance(exc, NoisyfitError):
+        return exc.status, exc.code, exc.message, exc.field, getattr(exc, "headers", {})
+    if isinstance(exc, HTTPException):
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return exc.status_code, code, str(exc.detail), None, dict(exc.headers or {})
     raise TypeError(f"no error mapping for {type(exc).__name__}")
 
 
@@ -88,10 +38,7 @@ def error_body(code: str, message: str, field: str | None = None, **extra: Any) 
 
 
 async def _handle(_request: Request, exc: Exception) -> JSONResponse:
-    status, code, message, field = describe(exc)
-    headers = getattr(exc, "headers", None) or {}
-    if status == 503:
-        headers = {**headers, "Retry-After": "5"}
+    status, code, message, field, headers = error_parts(exc)
     return JSONResponse(error_body(code, message, field), status_code=status, headers=headers)
 
 
@@ -133,7 +80,6 @@ def _fields_at(model: Any, path: list[str]) -> list[str]:
 
 
 def install(app: FastAPI) -> None:
-    for kind in (HTTPException, ServiceError, SpecError, BadDataset, BadArtifactName, ObjectMissing,
-                 StreamUnavailable, StoreUnavailable):
+    for kind in (HTTPException, NoisyfitError):
         app.add_exception_handler(kind, _handle)
     app.add_exception_handler(RequestValidationError, _handle_validation)

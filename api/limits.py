@@ -9,7 +9,8 @@ import numpy as np
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import RequestTooLarge, error_body
+from api.errors import error_body
+from shared.errors import RequestTooLarge
 from shared.settings import Settings
 
 UPLOAD_PREFIXES = ("/v1/datasets",)

@@ -17,7 +17,8 @@ from api.routes import catalog, datasets, docs, health, jobs, keys, sweeps
 from shared.db import get_engine, init_db
 from shared.jobs import requeue_stale, resend_waiting
 from shared.settings import Settings, get_settings
-from shared.store import StoreUnavailable, get_store
+from shared.errors import StoreUnavailable
+from shared.store import get_store
 
 log = logging.getLogger(__name__)
 

@@ -34,13 +34,14 @@ from sqlmodel import Session, col, select
 
 from api.auth import hash_key, live_key
 from api.deps import authenticate
-from api.errors import ApiError, describe, error_body
+from api.errors import error_body, error_parts
 from shared.db import get_engine
-from shared.jobs import ServiceError, get_job, read_metrics
+from shared.jobs import get_job, read_metrics
 from shared.models import FINISHED, ApiKey, Job
 from shared.settings import Settings
 from shared.store import ObjectStore
-from shared.stream import LiveStream, MetricsStream, StreamUnavailable, encode
+from shared.errors import NoisyfitError, StreamUnavailable
+from shared.stream import LiveStream, MetricsStream, encode
 
 log = logging.getLogger(__name__)
 PAGE = 500
@@ -61,8 +62,8 @@ def format_event(event: dict[str, Any]) -> str:
     return f"id: {event['id']}\ndata: {encode(event)}\n\n"
 
 
-def format_refusal(error: ApiError | ServiceError) -> str:
-    _status, code, message, field = describe(error)
+def format_refusal(error: NoisyfitError) -> str:
+    _status, code, message, field, _headers = error_parts(error)
     return f"event: refused\ndata: {json.dumps(error_body(code, message, field))}\n\n"
 
 
@@ -101,7 +102,7 @@ class _Follow:
                     yield chunk
         except StreamUnavailable:
             log.warning("metrics stream of job %s lost; ending its event stream", self.job_id)
-        except (ApiError, ServiceError) as refused:
+        except NoisyfitError as refused:
             yield format_refusal(refused)
         except SQLAlchemyError:
             log.warning("the database did not answer the event stream of job %s; ending it", self.job_id)

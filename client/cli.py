@@ -192,7 +192,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     spec = read_spec(args, "submit")
     with make_client(args) as client:
         job = client.submit_job(spec, args.idempotency_key)
-        emit(args, job, lambda j: f"submitted job {j['id']} ({j['status']}): {describe(j.get('spec') or spec)}")
+        emit(args, job, lambda j: f"submitted job {j['id']} ({j['status']}): {spec_summary(j.get('spec') or spec)}")
         if args.watch:
             return watch(client, job["id"], sys.stdout)
     return 0
@@ -232,7 +232,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
-def describe(spec: Json) -> str:
+def spec_summary(spec: Json) -> str:
     """mnist · nce+rce · symmetric 0.4 · 50 epochs · seed 0"""
     noise = spec.get("noise") or {}
     parts = [spec.get("dataset"), spec.get("loss")]
@@ -251,7 +251,7 @@ def percent(value: Any) -> str:
 
 def format_job(job: Json) -> str:
     lines = [f"job {job['id']}  {job['status']}" + (f"  (attempt {job['attempts']})" if job.get("attempts") else "")]
-    lines.append("  " + describe(job.get("spec") or {}))
+    lines.append("  " + spec_summary(job.get("spec") or {}))
     progress = job.get("progress") or {}
     if progress.get("epoch"):
         metrics = progress.get("metrics") or {}
@@ -282,7 +282,7 @@ def format_job_list(page: Json) -> str:
         progress = job.get("progress") or {}
         accuracy = (job.get("result") or {}).get("final_test_accuracy", (progress.get("metrics") or {}).get("test_acc"))
         epoch = f"{progress.get('epoch', 0)}/{progress.get('epochs', '?')}" if progress else ""
-        spec = describe(job.get("spec") or {})
+        spec = spec_summary(job.get("spec") or {})
         rows.append((job["id"], job["status"], spec, epoch, percent(accuracy), job.get("created_at", "")))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
     lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]

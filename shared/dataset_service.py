@@ -1,7 +1,7 @@
 """Users' own data sets: store an upload, list, describe and delete them, and fetch one for training.
 
 An upload is validated and normalised in a bounded child process (shared.upload_sandbox),
-stored as one .npz (uint8 NCHW) under `datasets/{id}/data.npz`, and described by a Dataset
+stored as one .npz (uint8 NCHW) under `datasets/{id}/data.npz`, and described by a DatasetRow
 row. The object is written first and the row committed second; a failure in between removes
 the object, so nothing is left behind. A user's stored data sets may take at most
 settings.storage_quota_bytes (413 `storage_quota_exceeded` beyond).
@@ -20,10 +20,10 @@ from typing import IO
 
 from sqlmodel import Session, col, select
 
-from shared.jobs import Conflict, NotFound, ServiceError
+from shared.errors import Conflict, NotFound, ObjectMissing, StorageQuotaExceeded
 from shared.locks import lock_user
-from shared.models import ACTIVE, Dataset, Job, new_id
-from shared.store import ObjectMissing, ObjectStore
+from shared.models import ACTIVE, DatasetRow, Job, new_id
+from shared.store import ObjectStore
 from shared.upload_sandbox import Sandbox, check_upload
 from shared.uploads import UploadLimits
 
@@ -31,9 +31,6 @@ DATASET_ID = re.compile(r"ds_[0-9a-f]{1,64}")
 LABEL_BYTES = 8  # int64
 COPY_CHUNK = 1024 * 1024
 
-
-class StorageQuotaExceeded(ServiceError):
-    code = "storage_quota_exceeded"
 
 
 def dataset_prefix(dataset_id: str) -> str:
@@ -53,7 +50,7 @@ def stored_bytes(train_samples: int, test_samples: int, channels: int, size: int
 
 
 def create_dataset(session: Session, user_id: int, name: str, file: IO[bytes], store: ObjectStore,
-                   limits: UploadLimits, sandbox: Sandbox, quota: int) -> Dataset:
+                   limits: UploadLimits, sandbox: Sandbox, quota: int) -> DatasetRow:
     """Validate the upload (BadDataset, UploadTooLarge), check the quota (StorageQuotaExceeded),
     store it normalised, and record it."""
     _check_quota(session, user_id, quota, 0)
@@ -64,7 +61,7 @@ def create_dataset(session: Session, user_id: int, name: str, file: IO[bytes], s
             file.seek(0)
             shutil.copyfileobj(file, copy, COPY_CHUNK)
         summary = check_upload(source, target, limits, sandbox)
-        dataset = Dataset(id=dataset_id, user_id=user_id, name=name, object_key=dataset_key(dataset_id), **summary)
+        dataset = DatasetRow(id=dataset_id, user_id=user_id, name=name, object_key=dataset_key(dataset_id), **summary)
         size = _size(dataset)
         _check_quota(session, user_id, quota, size)
         store.put_file(dataset.object_key, target)
@@ -81,15 +78,15 @@ def create_dataset(session: Session, user_id: int, name: str, file: IO[bytes], s
     return dataset
 
 
-def _size(dataset: Dataset) -> int:
+def _size(dataset: DatasetRow) -> int:
     return stored_bytes(dataset.train_samples, dataset.test_samples, dataset.channels, dataset.size,
                         dataset.has_clean_labels)
 
 
 def _check_quota(session: Session, user_id: int, quota: int, adding: int) -> None:
     """StorageQuotaExceeded when the user's data sets and `adding` more bytes exceed the quota."""
-    query = select(Dataset.id, Dataset.name, Dataset.train_samples, Dataset.test_samples, Dataset.channels,
-                   Dataset.size, Dataset.has_clean_labels).where(Dataset.user_id == user_id)
+    query = select(DatasetRow.id, DatasetRow.name, DatasetRow.train_samples, DatasetRow.test_samples, DatasetRow.channels,
+                   DatasetRow.size, DatasetRow.has_clean_labels).where(DatasetRow.user_id == user_id)
     sizes = [(stored_bytes(*row[2:]), row[0], row[1]) for row in session.exec(query)]
     used = sum(size for size, _, _ in sizes)
     if (used + adding <= quota) if adding else (used < quota):
@@ -107,15 +104,15 @@ def _mib(size: int) -> str:
     return f"{size / 2**20:.1f} MiB"
 
 
-def list_datasets(session: Session, user_id: int) -> list[Dataset]:
+def list_datasets(session: Session, user_id: int) -> list[DatasetRow]:
     """The user's data sets, newest first."""
-    query = select(Dataset).where(Dataset.user_id == user_id)
-    return list(session.exec(query.order_by(col(Dataset.created_at).desc(), col(Dataset.id).desc())))
+    query = select(DatasetRow).where(DatasetRow.user_id == user_id)
+    return list(session.exec(query.order_by(col(DatasetRow.created_at).desc(), col(DatasetRow.id).desc())))
 
 
-def get_dataset(session: Session, user_id: int, dataset_id: str) -> Dataset:
+def get_dataset(session: Session, user_id: int, dataset_id: str) -> DatasetRow:
     """The caller's data set; NotFound for an unknown id and for another user's alike."""
-    dataset = session.exec(select(Dataset).where(Dataset.id == dataset_id)).first()
+    dataset = session.exec(select(DatasetRow).where(DatasetRow.id == dataset_id)).first()
     if dataset is None or dataset.user_id != user_id:
         raise NotFound(f"no data set {dataset_id!r} (GET /v1/datasets lists yours)", field="id")
     return dataset

@@ -28,21 +28,33 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy import and_, delete, false, func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from shared.catalog import DATASETS
 from shared.locks import lock_user
-from shared.models import ACTIVE, FINISHED, Dataset, Job, JobStatus, utcnow
-from shared.queue import claim_resends, send_train
 from shared import scheduling
+from shared.models import ACTIVE, FINISHED, DatasetRow, Job, JobStatus, utcnow
+from shared.queue import claim_resends, send_train
 from shared.settings import Settings
-from shared.errors import SpecError
+from shared.errors import (
+    DatasetUnavailable,
+    IdempotencyConflict,
+    InvalidCursor,
+    JobActive,
+    JobFinished,
+    LimitError,
+    NotFound,
+    ObjectMissing,
+    QueueUnavailable,
+    SpecError,
+    StreamUnavailable,
+    TimeQuotaExceeded,
+)
 from shared.spec import DataInfo, JobSpec, resolve_spec
-from shared.store import JOB_ID, ObjectMissing, ObjectStore, artifact_key, job_prefix
-from shared.stream import CURSOR_FORM, MetricsStream, StreamUnavailable, finite, get_stream, stream_id
+from shared.store import JOB_ID, ObjectStore, artifact_key, job_prefix
+from shared.stream import CURSOR_FORM, MetricsStream, finite, get_stream, stream_id
 from shared.workers import read_fleet
 
 log = logging.getLogger(__name__)
@@ -51,61 +63,6 @@ TAKE_TRIES = 5
 
 METRICS_FILE = "metrics.jsonl"
 DATASET_ID = re.compile(r"ds_[0-9a-f]{1,64}")
-
-
-class ServiceError(Exception):
-    """A request the service refuses; `code` is machine-readable, `message` says what to change."""
-
-    code = "error"
-
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.field = field
-
-
-class NotFound(ServiceError):
-    code = "not_found"
-
-
-class Conflict(ServiceError):
-    code = "conflict"
-
-
-class IdempotencyConflict(Conflict):
-    code = "idempotency_conflict"
-
-
-class JobFinished(Conflict):
-    code = "job_finished"
-
-
-class JobActive(Conflict):
-    code = "job_active"
-
-
-class DatasetUnavailable(Conflict):
-    code = "dataset_unavailable"
-
-
-class LimitError(ServiceError):
-    code = "too_many_active_jobs"
-
-
-class TimeQuotaExceeded(LimitError):
-    code = "job_time_quota_exceeded"
-
-    def __init__(self, message: str, retry_after_s: int):
-        super().__init__(message)
-        self.headers = {"Retry-After": str(retry_after_s)}
-
-
-class InvalidCursor(ServiceError):
-    code = "invalid_cursor"
-
-
-class QueueUnavailable(ServiceError):
-    code = "queue_unavailable"
 
 
 # ---------------------------------------------------------------- the user's side
@@ -492,7 +449,7 @@ def _data_info(session: Session, user_id: int, name: str) -> DataInfo | None:
     """None for a built-in data set (resolve_spec knows it); an uploaded one of the user's, described."""
     if name in DATASETS or not name.startswith("ds_"):
         return None
-    ds = session.exec(select(Dataset).where(Dataset.id == name)).first() if DATASET_ID.fullmatch(name) else None
+    ds = session.exec(select(DatasetRow).where(DatasetRow.id == name)).first() if DATASET_ID.fullmatch(name) else None
     if ds is None or ds.user_id != user_id:
         raise SpecError(f"no data set {name!r} of yours; GET /v1/datasets lists them", "dataset")
     family = "mnist" if ds.channels == 1 else ("cifar100" if ds.num_classes > 10 else "cifar10")

@@ -105,7 +105,9 @@ class Sweep(SQLModel, table=True):
     created_at: datetime = _time(default_factory=utcnow, index=True)
 
 
-class Dataset(SQLModel, table=True):
+class DatasetRow(SQLModel, table=True):
+    __tablename__ = "dataset"
+
     id: str = Field(default_factory=lambda: new_id("ds"), primary_key=True, max_length=40)
     user_id: int = Field(foreign_key="user.id", index=True)
     name: str = Field(max_length=200)

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import false, func, or_
 from sqlmodel import Session, col, select
 
-from shared.errors import SpecError
+from shared.errors import SpecError, TimeLimitExceeded
 from shared.models import Job, JobStatus
 from shared.settings import Settings
 
@@ -40,9 +40,9 @@ def check_time_limit(resolved: dict[str, Any], settings: Settings) -> None:
 def time_limit_error(limit: int, settings: Settings) -> dict[str, str]:
     """The error of a job stopped at its time limit: what to change."""
     room = f"raise time_limit_s (up to {settings.max_job_seconds}), or " if limit < settings.max_job_seconds else ""
-    return {"code": "time_limit",
-            "message": f"the job ran past its time limit of {limit} s (counted from its first start) and was "
-                       f"stopped; {room}train fewer epochs or with a larger batch_size"}
+    error = TimeLimitExceeded(f"the job ran past its time limit of {limit} s (counted from its first start) and "
+                              f"was stopped; {room}train fewer epochs or with a larger batch_size")
+    return {"code": error.code, "message": error.message}
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, S3Error, ServerError
 
+from shared.errors import BadArtifactName, ObjectMissing, StoreUnavailable
 from shared.settings import Settings, get_settings
 
 ARTIFACT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -29,16 +30,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-class StoreUnavailable(RuntimeError):
-    """The object store cannot be reached."""
 
-
-class ObjectMissing(LookupError):
-    """No object under that key."""
-
-
-class BadArtifactName(ValueError):
-    """An artifact name outside the safe pattern."""
 
 
 @dataclass(frozen=True)

@@ -23,13 +23,11 @@ from typing import Any
 import redis
 import redis.asyncio
 
+from shared.errors import StreamUnavailable
 from shared.settings import Settings, get_settings
 
 Event = dict[str, Any]
 
-
-class StreamUnavailable(RuntimeError):
-    """Redis cannot be reached."""
 
 
 @contextmanager

@@ -28,16 +28,23 @@ from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
 from shared import jobs, scheduling
+from shared.errors import (
+    GridError,
+    JobFinished,
+    LimitError,
+    NotFound,
+    QueueUnavailable,
+    SpecError,
+    StreamUnavailable,
+)
 from shared.locks import lock_user
 from shared.models import ACTIVE, Job, JobStatus, Sweep
 from shared.settings import Settings
-from shared.errors import SpecError
 from shared.spec import DataInfo, JobSpec, resolve_spec
-from shared.stream import StreamUnavailable, get_stream
+from shared.stream import get_stream
 from shared.sweeps import (
     SEED,
     Grid,
-    GridError,
     Row,
     aggregate,
     cell_spec,
@@ -96,7 +103,7 @@ def create_sweep(
     for index, job_id in enumerate(job_ids):
         try:
             jobs.send_job(session, job_id, settings, enqueue)
-        except jobs.QueueUnavailable:
+        except QueueUnavailable:
             _undo(session, user_id, sweep.id, job_ids[:index], settings)
             raise
     return view(session, sweep)
@@ -123,7 +130,7 @@ def _store(session: Session, user_id: int, sweep: Sweep, settings: Settings, bat
                 _flush(session, pending)
         _flush(session, pending)
         if len(job_ids) > room:
-            raise jobs.LimitError(
+            raise LimitError(
                 f"the sweep has {len(job_ids)} jobs, but you may queue only {max(room, 0)} more "
                 f"({settings.max_active_jobs_per_user - room} of your {settings.max_active_jobs_per_user} queued or "
                 "running jobs are taken); use fewer values or seeds, or wait for running jobs to finish", field="grid",
@@ -212,7 +219,7 @@ def get_sweep(session: Session, user_id: int, sweep_id: str) -> Sweep:
     """The caller's sweep; NotFound for an unknown id and for another user's alike."""
     sweep = session.get(Sweep, sweep_id)
     if sweep is None or sweep.user_id != user_id:
-        raise jobs.NotFound(f"no sweep {sweep_id!r} (GET /v1/sweeps lists yours)", field="id")
+        raise NotFound(f"no sweep {sweep_id!r} (GET /v1/sweeps lists yours)", field="id")
     return sweep
 
 
@@ -263,7 +270,7 @@ def cancel_sweep(session: Session, user_id: int, sweep_id: str, settings: Settin
 def _cancel(session: Session, user_id: int, job_id: str, settings: Settings) -> None:
     try:
         jobs.request_cancel(session, user_id, job_id, settings)
-    except jobs.JobFinished:
+    except JobFinished:
         pass  # it finished meanwhile
 
 

@@ -15,20 +15,17 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from shared.catalog import DATASETS, PAPER_GRIDS
-from shared.errors import SpecError
+from shared.errors import GridError
+from shared.models import JobStatus
 from shared.spec import JobSpec
 
 MAX_CELLS = 1000
 SEED = "seed"
 NESTED = {"noise": ("type", "rate", "matrix"), "loss_params": None}  # None: any parameter name
-FINISHED = "succeeded"
 
 Grid = dict[str, list]
 Row = dict[str, Any]
 
-
-class GridError(SpecError):
-    """A grid that cannot be expanded; `field` names the grid entry to change."""
 
 
 def expand_grid(base: dict, grid: Grid, max_cells: int = MAX_CELLS) -> Iterator[dict]:
@@ -186,7 +183,7 @@ def _summarise(row: Row) -> Row:
     accuracies = [
         float(run["final_test_accuracy"])
         for run in row["runs"]
-        if run["status"] == FINISHED and isinstance(run["final_test_accuracy"], (int, float))
+        if run["status"] == JobStatus.succeeded and isinstance(run["final_test_accuracy"], (int, float))
     ]
     n = len(accuracies)
     return {

@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared.uploads import BadDataset, UploadLimits, UploadTooLarge, describe, read_upload
+from shared.errors import BadDataset, UploadTooLarge
+from shared.uploads import UploadLimits, read_upload, row_columns
 
 if TYPE_CHECKING:
     from shared.settings import Settings
@@ -50,7 +51,7 @@ class Sandbox:
 
 def check_upload(source: Path, target: Path, limits: UploadLimits, sandbox: Sandbox) -> dict[str, Any]:
     """Validate and normalise the upload at `source` in a bounded child process, which writes the
-    normalised data set to `target` (.npz). Returns the Dataset row's columns (shared.uploads.describe);
+    normalised data set to `target` (.npz). Returns the DatasetRow columns (shared.uploads.row_columns);
     raises BadDataset, or UploadTooLarge when the upload needs more than the sandbox allows."""
     command = [sys.executable, "-m", __name__, str(source), str(target), json.dumps(asdict(limits)),
                str(sandbox.memory_bytes), str(sandbox.cpu_s)]
@@ -106,7 +107,7 @@ def main(source: str, target: str, limits: str, memory_bytes: str, cpu_s: str) -
         import numpy as np
 
         np.savez(target, **arrays)
-        reply: dict[str, Any] = {"dataset": describe(arrays)}
+        reply: dict[str, Any] = {"dataset": row_columns(arrays)}
     except BadDataset as exc:
         reply = {"error": exc.code, "message": exc.message}
     except MemoryError:

@@ -38,6 +38,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from shared.errors import BadDataset, UploadTooLarge
+
 if TYPE_CHECKING:
     from PIL.Image import Image
 
@@ -67,22 +69,6 @@ Labelled = tuple[str, zipfile.ZipInfo]  # a class name, and one of its images
 Entry = tuple[tuple[str, ...], zipfile.ZipInfo]  # a file's path parts, and its member
 
 
-class BadDataset(Exception):
-    """An upload that is not a data set noisyfit can train on; the message says what to change."""
-
-    code = "bad_dataset"
-
-    def __init__(self, message: str, field: str = "file"):
-        super().__init__(message)
-        self.message = message
-        self.field = field
-
-
-class UploadTooLarge(BadDataset):
-    """An upload larger than the limits: the file, what it unpacks or decodes to, or what it
-    takes to check."""
-
-    code = "upload_too_large"
 
 
 @dataclass(frozen=True)
@@ -124,8 +110,8 @@ def read_upload(file: IO[bytes], limits: UploadLimits) -> Arrays:
         with zipfile.ZipFile(file) as archive:
             members = _checked_members(archive, size, limits)
             if all(m.filename.endswith(".npy") for m in members):
-                return normalize(_read_npz(archive, members))
-            return normalize(_read_image_folders(archive, members, limits.max_unpacked_bytes))
+                return checked_arrays(_read_npz(archive, members))
+            return checked_arrays(_read_image_folders(archive, members, limits.max_unpacked_bytes))
     except UnicodeDecodeError as exc:
         raise BadDataset("a file name in the archive is marked as UTF-8 but is not; zip the files again "
                          "(any current zip tool writes valid names)") from exc
@@ -339,7 +325,7 @@ def _split(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------- arrays
 
 
-def normalize(arrays: Arrays) -> Arrays:
+def checked_arrays(arrays: Arrays) -> Arrays:
     """Check shapes, types and labels; images to uint8 NCHW, labels to int64."""
     x_train = _images(arrays["x_train"], "x_train")
     x_test = _images(arrays["x_test"], "x_test")
@@ -447,8 +433,8 @@ def _describe(x: np.ndarray) -> str:
     return f"{x.shape[1]}×{x.shape[2]}×{x.shape[3]}"
 
 
-def describe(arrays: Arrays) -> dict[str, Any]:
-    """The columns of a Dataset row, for normalised arrays."""
+def row_columns(arrays: Arrays) -> dict[str, Any]:
+    """The columns of a DatasetRow, for normalised arrays."""
     _, channels, size, _ = arrays["x_train"].shape
     return {"num_classes": len(arrays["classes"]), "channels": channels, "size": size,
             "train_samples": len(arrays["y_train"]), "test_samples": len(arrays["y_test"]),

@@ -19,15 +19,13 @@ import numpy as np
 import torch
 import torchvision
 
+from shared.errors import DatasetUnavailable
 from worker.data_files import CIFAR10_FILES, CIFAR100_FILES, IDX_FILES, SYSTEM_DATA_DIRS, cache_path
 
 DOWNLOAD_HINT = "or set NOISYFIT_ALLOW_DOWNLOAD=true to let the worker download it"
 
 Arrays = dict[str, np.ndarray]
 
-
-class DatasetError(Exception):
-    """A data set that cannot be loaded; the message says which files to put where."""
 
 
 @dataclass
@@ -89,7 +87,7 @@ def load_dataset(
     if name.startswith(UPLOADED_PREFIX):
         return load_uploaded(name, data_dir)
     if name not in DATASETS:
-        raise DatasetError(f"unknown data set {name!r}; choose one of {sorted(DATASETS)}")
+        raise DatasetUnavailable(f"unknown data set {name!r}; choose one of {sorted(DATASETS)}")
     info = DATASETS[name]
     data_dir = Path(data_dir)
     cache = cache_path(name, data_dir)
@@ -154,7 +152,7 @@ def load_uploaded(dataset_id: str, data_dir: str | os.PathLike[str]) -> LoadedDa
     mean and std per channel are those of its training images."""
     path = uploaded_path(dataset_id, data_dir)
     if not path.is_file():
-        raise DatasetError(
+        raise DatasetUnavailable(
             f"uploaded data set {dataset_id} is not in {path}; fetch it from the object store first "
             "(shared.dataset_service.fetch_dataset)"
         )
@@ -190,12 +188,12 @@ def read_idx(path: Path) -> np.ndarray:
     with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
         raw = f.read()
     if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] not in IDX_DTYPES:
-        raise DatasetError(f"{path} is not an IDX file")
+        raise DatasetUnavailable(f"{path} is not an IDX file")
     ndim = raw[3]
     shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=IDX_DTYPES[raw[2]], offset=4 + 4 * ndim)
     if data.size != np.prod(shape):
-        raise DatasetError(f"{path} is truncated: header says {shape}, found {data.size} values")
+        raise DatasetUnavailable(f"{path} is truncated: header says {shape}, found {data.size} values")
     return data.reshape(shape).astype(data.dtype.newbyteorder("="))
 
 
@@ -215,10 +213,10 @@ def _torchvision_mnist(kind: type[torchvision.datasets.MNIST], source: Source, d
 
 def _missing_idx(
     kind: type[torchvision.datasets.MNIST], title: str, source: Source, failure: Exception | None, extra: str = ""
-) -> DatasetError:
+) -> DatasetUnavailable:
     raw = source.data_dir / kind.__name__ / "raw"
     why = f"download failed ({failure})" if failure else "not found"
-    return DatasetError(
+    return DatasetUnavailable(
         f"{title} {why}. Put the uncompressed IDX files {', '.join(IDX_FILES)} in {raw}/{extra}, {DOWNLOAD_HINT}."
     )
 
@@ -278,7 +276,7 @@ _PICKLE_GLOBALS = {
 class _BatchUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> object:
         if (module, name) not in _PICKLE_GLOBALS:
-            raise DatasetError(f"a CIFAR batch holds only arrays and lists, this one refers to {module}.{name}")
+            raise DatasetUnavailable(f"a CIFAR batch holds only arrays and lists, this one refers to {module}.{name}")
         return _PICKLE_GLOBALS[(module, name)]
 
 
@@ -299,7 +297,7 @@ def _cifar_folder(kind: type[torchvision.datasets.CIFAR10], title: str, source: 
             return folder
         except (RuntimeError, OSError) as err:
             why = f"download failed ({err})"
-    raise DatasetError(
+    raise DatasetUnavailable(
         f"{title} {why}: {folder} lacks {', '.join(missing)}. Download {kind.url} and extract it in "
         f"{source.data_dir} (it unpacks to {kind.base_folder}/), {DOWNLOAD_HINT}."
     )

@@ -14,10 +14,10 @@ from typing import Any
 from shared.errors import SpecError
 from shared.settings import get_settings
 from shared.spec import JobSpec, resolve_spec
-from worker.datasets import DatasetError
 from worker.runner import run_job
 from worker.sinks import LocalSink
-from worker.trainer import Callback, ResumeError, TrainState
+from shared.errors import DatasetUnavailable, ResumeMismatch
+from worker.trainer import Callback, TrainState
 
 Event = dict[str, Any]
 
@@ -49,9 +49,9 @@ def train(
     previous = signal.signal(signal.SIGINT, events.interrupt)
     try:
         return run_job(spec, LocalSink(out), data_dir or get_settings().data_dir, download, [events], device)
-    except DatasetError as error:
+    except DatasetUnavailable as error:
         raise LocalRunError(str(error)) from None
-    except ResumeError as error:
+    except ResumeMismatch as error:
         raise LocalRunError(f"{out} holds a run of another spec: {error}; choose another folder") from None
     finally:
         signal.signal(signal.SIGINT, previous)

@@ -6,7 +6,8 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from shared.store import ObjectMissing, ObjectStore, artifact_key, job_prefix
+from shared.errors import ObjectMissing
+from shared.store import ObjectStore, artifact_key, job_prefix
 
 # Stored with each object, so a presigned download is served with the right type.
 CONTENT_TYPES = {".json": "application/json", ".jsonl": "application/x-ndjson", ".csv": "text/csv", ".png": "image/png"}

@@ -12,7 +12,6 @@ and `done` events come from shared.jobs with each state change.
 
 import logging
 import time
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,13 +25,23 @@ from shared.db import get_engine
 from shared.models import Job, JobStatus, utcnow
 from shared.settings import Settings, get_settings
 from shared.spec import ResolvedSpec
-from shared.store import ObjectMissing, StoreUnavailable, get_store
-from shared.stream import MetricsStream, StreamUnavailable, get_stream
-from worker.datasets import UPLOADED_PREFIX, DatasetError, uploaded_path
+from shared.errors import (
+    DatabaseUnavailable,
+    DatasetUnavailable,
+    JobFailure,
+    ObjectMissing,
+    OutOfMemory,
+    ResumeMismatch,
+    StoreUnavailable,
+    StreamUnavailable,
+)
+from shared.store import get_store
+from shared.stream import MetricsStream, get_stream
+from worker.datasets import UPLOADED_PREFIX, uploaded_path
 from worker.dispatch import GIVE_BACK, SERVICE_ERRORS
 from worker.runner import run_job
 from worker.sinks import ObjectStoreSink
-from worker.trainer import Callback, ResumeError, TrainState
+from worker.trainer import Callback, TrainState
 
 log = logging.getLogger(__name__)
 
@@ -104,29 +113,24 @@ def fetch_upload(dataset: str, settings: Settings) -> None:
     try:
         fetch_dataset(get_store(settings), dataset, uploaded_path(dataset, settings.data_dir))
     except ObjectMissing as exc:
-        raise DatasetError(f"uploaded data set {dataset} is no longer in the object store; upload it again") from exc
-
-
-# What failed, as the job's error: a code and what to change. Anything else is "training_failed".
-FAILURES: dict[type[Exception], tuple[str, Callable[[Exception], str]]] = {
-    DatasetError: ("dataset_unavailable", str),
-    ResumeError: ("resume_mismatch", lambda e: f"{e}; submit the spec as a new job"),
-    torch.OutOfMemoryError: ("out_of_memory", lambda e: "the device ran out of memory; "
-                             "try a smaller batch_size or eval_batch_size, or a smaller model"),
-}
+        raise DatasetUnavailable(f"uploaded data set {dataset} is no longer in the object store; upload it again") from exc
 
 
 def failure(exc: Exception) -> dict[str, str]:
-    for kind, (code, message) in FAILURES.items():
-        if isinstance(exc, kind):
-            return {"code": code, "message": message(exc)}
-    return {"code": "training_failed", "message": f"training stopped with {type(exc).__name__}: {exc}"}
+    """What failed, as the job's error: a JobFailure's code and message (shared/errors.py)."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        exc = OutOfMemory("the device ran out of memory; try a smaller batch_size or eval_batch_size, or a smaller model")
+    elif isinstance(exc, ResumeMismatch):
+        exc = ResumeMismatch(f"{exc.message}; submit the spec as a new job")
+    elif not isinstance(exc, JobFailure):
+        exc = JobFailure(f"training stopped with {type(exc).__name__}: {exc}")
+    return {"code": exc.code, "message": exc.message}
 
 
 def service_failure(exc: Exception, attempts: int) -> dict[str, str]:
     """The error of a job failed because a service stayed down through its last attempt."""
-    part, code = ("object store", "store_unavailable") if isinstance(exc, StoreUnavailable) else \
-        ("database", "database_unavailable")
+    part, code = ("object store", StoreUnavailable.code) if isinstance(exc, StoreUnavailable) else \
+        ("database", DatabaseUnavailable.code)
     return {"code": code, "message": f"the {part} could not be reached in any of {attempts} attempts ({exc}); "
                                      "submit the job again once it is back (GET /readyz tells)"}
 

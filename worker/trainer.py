@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import ConstantLR, CosineAnnealingLR, LRScheduler
 
-from shared.errors import Diverged
+from shared.errors import Diverged, ResumeMismatch
 from shared.spec import ResolvedSpec
 from worker.losses import loss_for
 from worker.models import build_model
@@ -56,9 +56,6 @@ AUGMENTS: dict[str, tuple[str, ...]] = {
     "crop-flip-rotate": ("crop", "flip", "rotate"),
 }
 
-
-class ResumeError(ValueError):
-    """A resume checkpoint that belongs to another spec."""
 
 
 @dataclass
@@ -132,7 +129,7 @@ def check_resumable(spec: ResolvedSpec, saved: dict[str, Any]) -> None:
     ours = spec.to_json()
     if saved["spec"] != ours:
         changed = sorted(k for k in ours.keys() | saved["spec"].keys() if ours.get(k) != saved["spec"].get(k))
-        raise ResumeError(f"the resume checkpoint was made for another spec (differs in: {', '.join(changed)})")
+        raise ResumeMismatch(f"the resume checkpoint was made for another spec (differs in: {', '.join(changed)})")
 
 
 class Callback:

@@ -7,12 +7,12 @@ from fastapi import APIRouter, Form, Path, Response, UploadFile
 from pydantic import AfterValidator, BaseModel
 
 from api.deps import CurrentUser, SessionDep, SettingsDep, StoreDep
-from api.errors import RequestTooLarge
 from api.schemas import ErrorOut
 from shared import dataset_service
-from shared.models import Dataset
+from shared.models import DatasetRow
 from shared.upload_sandbox import Sandbox
-from shared.uploads import MAX_NAME, UploadLimits, UploadTooLarge, unprintable
+from shared.errors import RequestTooLarge, UploadTooLarge
+from shared.uploads import MAX_NAME, UploadLimits, unprintable
 
 router = APIRouter(
     prefix="/v1/datasets", tags=["datasets"],
@@ -34,7 +34,7 @@ class DatasetOut(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, dataset: Dataset) -> "DatasetOut":
+    def of(cls, dataset: DatasetRow) -> "DatasetOut":
         return cls.model_validate(dataset, from_attributes=True)
 
 

@@ -7,7 +7,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from shared.store import BadArtifactName, ObjectMissing, StoreUnavailable, artifact_key, get_store, job_prefix
+from shared.errors import BadArtifactName, ObjectMissing, StoreUnavailable
+from shared.store import artifact_key, get_store, job_prefix
 
 
 @pytest.fixture

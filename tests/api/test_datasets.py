@@ -18,10 +18,11 @@ from sqlmodel import Session, func, select
 from api.main import create_app
 from shared.dataset_service import dataset_key, fetch_dataset, prune_cache, stored_bytes
 from shared.db import get_engine
-from shared.models import Dataset
+from shared.models import DatasetRow
 from shared.settings import Settings
-from shared.store import ObjectMissing, get_store
-from shared.uploads import BadDataset, UploadLimits, UploadTooLarge, read_upload, unprintable
+from shared.store import get_store
+from shared.errors import BadDataset, ObjectMissing, UploadTooLarge
+from shared.uploads import UploadLimits, read_upload, unprintable
 
 RNG = np.random.default_rng(0)
 
@@ -62,7 +63,7 @@ def leftovers(settings: Settings) -> Callable[[], tuple[int, int]]:
     """(rows in the dataset table, objects under datasets/) now: what an upload may leave behind."""
     def count() -> tuple[int, int]:
         with Session(get_engine(settings.database_url)) as session:
-            rows = session.exec(select(func.count()).select_from(Dataset)).one()
+            rows = session.exec(select(func.count()).select_from(DatasetRow)).one()
         return rows, len(get_store(settings).list_prefix("datasets/"))
 
     return count

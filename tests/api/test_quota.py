@@ -9,6 +9,7 @@ from sqlmodel import Session
 from api.main import create_app
 from shared import jobs, sweep_service
 from shared.db import get_engine
+from shared.errors import TimeQuotaExceeded
 from shared.models import Job, JobStatus, User, utcnow
 from shared.settings import Settings
 
@@ -33,14 +34,14 @@ def quota_user(session: Session, spans: list[tuple[float, float | None]]) -> int
 def test_a_submission_past_the_quota_says_what_was_used_and_when_it_frees(session, db_settings):
     settings = db_settings.model_copy(update={"job_time_quota_s": 9000})
     user_id = quota_user(session, [(30, 25), (25, 23), (0.5, None), (3, 1.5)])  # 1 h + 0.5 h + 1.5 h in the window
-    with pytest.raises(jobs.TimeQuotaExceeded) as refused:
+    with pytest.raises(TimeQuotaExceeded) as refused:
         jobs.create_job(session, user_id, SPEC, settings, enqueue=lambda _: None)
     assert refused.value.code == "job_time_quota_exceeded"
     assert "ran 10800 s in the last 24 h, your quota is 9000 s" in refused.value.message
     # 0.5 h must leave the window: half of the job that ran from 25 h to 23 h ago
     wait = int(refused.value.headers["Retry-After"])
     assert HOUR / 2 - 5 <= wait <= HOUR / 2 + 5, wait
-    with pytest.raises(jobs.TimeQuotaExceeded):
+    with pytest.raises(TimeQuotaExceeded):
         sweep_service.create_sweep(session, user_id, SPEC, settings, grid={"seed": [1, 2]}, enqueue=lambda _: None)
 
 

@@ -3,17 +3,19 @@ worker, started as tests/e2e starts them (its helpers and settings), on a Redis 
 own, for the length of this folder's module; and a fresh user for each document."""
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
 
-from tests.conftest import Headers, free_port, wait_for_port
+from tests.conftest import free_port, wait_for_port
 from tests.e2e.conftest import (  # noqa: F401  (e2e_env and the report hook register here)
     Process,
     Workers,
+    e2e_database,
     e2e_env,
+    live_user,
     pytest_runtest_makereport,
     start,
     wait_until,
@@ -54,10 +56,10 @@ def service(e2e_env: dict[str, str], processes: list[Process],
 
 
 @pytest.fixture
-def api_key(service: Service, make_user: Callable[..., Headers]) -> Iterator[str]:
+def api_key(service: Service, e2e_env: dict[str, str]) -> Iterator[str]:
     """A fresh user's key; at the end, the jobs it left queued or running are cancelled, so that
     a sweep a document submits does not keep the worker from the next document's jobs."""
-    key = make_user("docs")["Authorization"].removeprefix("Bearer ")
+    key = live_user(service.url, e2e_env, "docs")["Authorization"].removeprefix("Bearer ")
     yield key
     with httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
         for status in ("queued", "running"):

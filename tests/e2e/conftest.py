@@ -175,10 +175,18 @@ def worker(workers: Workers) -> Process:
     return workers.ensure_running()
 
 
+def live_user(url: str, env: dict[str, str], name: str) -> Headers:
+    """The Authorization headers of a new user's key, made by the live API (its own database)."""
+    admin = {"Authorization": f"Bearer {env['NOISYFIT_ADMIN_TOKEN']}"}
+    created = httpx.post(f"{url}/v1/api-keys", json={"name": name}, headers=admin, timeout=30)
+    assert created.status_code == 201, created.text
+    return {"Authorization": f"Bearer {created.json()['key']}"}
+
+
 @pytest.fixture(scope="session")
-def http(api: str, make_user: Callable[..., Headers]) -> Iterator[httpx.Client]:
+def http(api: str, e2e_env: dict[str, str]) -> Iterator[httpx.Client]:
     """An httpx client of the live API, with a fresh user's key."""
-    with httpx.Client(base_url=api, headers=make_user("e2e"), timeout=30) as client:
+    with httpx.Client(base_url=api, headers=live_user(api, e2e_env, "e2e"), timeout=30) as client:
         yield client
 
 

@@ -82,7 +82,8 @@ def test_result_metrics_and_labels_files_describe_the_run(http, trained_job: Fin
     assert result["spec"] == job["spec"]
     assert result["epochs_completed"] == len(result["history"]) == TINY_JOB["epochs"]
     assert result["final_test_accuracy"] == job["result"]["final_test_accuracy"]
-    assert result["noise_rate_realised"] == pytest.approx(TINY_JOB["noise"]["rate"], abs=0.01)
+    # exact on the full training set; on the subset trained on, as drawn (checked exactly below)
+    assert result["noise_rate_realised"] == pytest.approx(TINY_JOB["noise"]["rate"], abs=0.1)
 
     lines = download(http, job["id"], "metrics.jsonl").decode().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == list(range(1, TINY_JOB["epochs"] + 1))

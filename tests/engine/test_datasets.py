@@ -8,8 +8,9 @@ import pytest
 import torch
 import torchvision
 
+from shared.errors import DatasetUnavailable
 from worker.data_files import LAYOUTS, holds
-from worker.datasets import DATASETS, SYSTEM_DATA_DIRS, DatasetError, load_dataset, read_idx
+from worker.datasets import DATASETS, SYSTEM_DATA_DIRS, load_dataset, read_idx
 
 FASHION_DIR = SYSTEM_DATA_DIRS[0]
 
@@ -135,7 +136,7 @@ def test_cifar_batches_refuse_anything_but_arrays_and_lists(tmp_path):
     write_pickle(folder / "train", collections.OrderedDict(data=[]))
     for name in ("test", "meta"):
         write_pickle(folder / name, {})
-    with pytest.raises(DatasetError, match="collections.OrderedDict"):
+    with pytest.raises(DatasetUnavailable, match="collections.OrderedDict"):
         load_dataset("cifar100", data_dir=tmp_path)
 
 
@@ -151,7 +152,7 @@ def test_cifar_batches_refuse_anything_but_arrays_and_lists(tmp_path):
 def test_missing_files_say_where_to_put_them(tmp_path, name, where):
     assert not holds(name, tmp_path, download=False, system_dirs=[])
     assert holds(name, tmp_path, download=True, system_dirs=[])  # a worker allowed to download reports it
-    with pytest.raises(DatasetError, match="NOISYFIT_ALLOW_DOWNLOAD=true") as info:
+    with pytest.raises(DatasetUnavailable, match="NOISYFIT_ALLOW_DOWNLOAD=true") as info:
         load_dataset(name, data_dir=tmp_path, download=False, system_dirs=[])
     assert where in str(info.value) and str(tmp_path) in str(info.value)
 
@@ -162,17 +163,17 @@ def test_failed_download_is_a_dataset_error(tmp_path, monkeypatch, name, kind):
         raise RuntimeError("network unreachable")
 
     monkeypatch.setattr(kind, "download", offline)
-    with pytest.raises(DatasetError, match="download failed .network unreachable"):
+    with pytest.raises(DatasetUnavailable, match="download failed .network unreachable"):
         load_dataset(name, data_dir=tmp_path, download=True)
 
 
 def test_unknown_dataset_lists_the_known_ones(tmp_path):
-    with pytest.raises(DatasetError, match="fashion-mnist"):
+    with pytest.raises(DatasetUnavailable, match="fashion-mnist"):
         load_dataset("svhn", data_dir=tmp_path)
 
 
 def test_read_idx_refuses_other_files(tmp_path):
     path = tmp_path / "not-idx"
     path.write_bytes(b"PK\x03\x04 zip")
-    with pytest.raises(DatasetError, match="not an IDX file"):
+    with pytest.raises(DatasetUnavailable, match="not an IDX file"):
         read_idx(path)

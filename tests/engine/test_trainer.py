@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shared.errors import Diverged
+from shared.errors import Diverged, ResumeMismatch
 from shared.spec import JobSpec, ResolvedSpec, resolve_spec
 from worker.checkpoints import read_resume, resume_checkpoint
 from worker.datasets import SYSTEM_DATA_DIRS, load_dataset
@@ -16,7 +16,6 @@ from worker.trainer import (
     PAD,
     Callback,
     PreparedData,
-    ResumeError,
     augment,
     batch_bounds,
     epoch_draws,
@@ -121,7 +120,7 @@ def test_resume_refuses_a_checkpoint_of_another_spec(fashion):
     data = prepared(fashion, 256, 256)
     keep = StopAt(step=10**9)
     train(spec_for(epochs=1), data, [keep], device="cpu")
-    with pytest.raises(ResumeError, match="lr"):
+    with pytest.raises(ResumeMismatch, match="lr"):
         train(spec_for(epochs=1, lr=0.05), data, device="cpu", resume=read_resume(keep.checkpoints[1]))
 
 

@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from shared.uploads import normalize
-from worker.datasets import DatasetError, load_dataset, uploaded_path
+from shared.uploads import checked_arrays
+from shared.errors import DatasetUnavailable
+from worker.datasets import load_dataset, uploaded_path
 
 
 def store_upload(data_dir: Path, dataset_id: str, arrays: dict[str, np.ndarray]) -> None:
     path = uploaded_path(dataset_id, data_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **normalize(arrays))
+    np.savez(path, **checked_arrays(arrays))
 
 
 def test_an_uploaded_npz_loads_with_its_classes_clean_labels_and_own_statistics(tmp_path: Path):
@@ -49,5 +50,5 @@ def test_without_clean_labels_the_field_is_none_and_a_constant_channel_keeps_a_p
 
 
 def test_a_missing_upload_says_where_it_was_looked_for(tmp_path: Path):
-    with pytest.raises(DatasetError, match=r"ds_2 is not in .*uploads/ds_2\.npz.*fetch_dataset"):
+    with pytest.raises(DatasetUnavailable, match=r"ds_2 is not in .*uploads/ds_2\.npz.*fetch_dataset"):
         load_dataset("ds_2", tmp_path)

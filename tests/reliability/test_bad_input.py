@@ -21,8 +21,9 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from shared.settings import Settings
-from shared.spec import JobSpec, NoiseSpec
-from shared.store import BadArtifactName, artifact_key, get_store
+from shared.spec import JobSpec, NoiseSettings
+from shared.errors import BadArtifactName
+from shared.store import artifact_key, get_store
 from tests.reliability.conftest import TINY_SPEC, User
 
 # Out-of-bounds values no numeric constraint describes: field → values that must be refused.
@@ -60,7 +61,7 @@ def _numeric_bad(model: type[BaseModel], name: str) -> list[Any]:
 
 def _cases() -> list[tuple[str, Any]]:
     cases = []
-    for model, prefix in ((JobSpec, ""), (NoiseSpec, "noise.")):
+    for model, prefix in ((JobSpec, ""), (NoiseSettings, "noise.")):
         for name, field in model.model_fields.items():
             values = _numeric_bad(model, name) + EXTRA_BAD.get(prefix + name, [])
             if field.annotation in (float, float | None) or str(field.annotation) == "float | None":
@@ -84,7 +85,7 @@ def _with(field: str, value: Any) -> dict[str, Any]:
 
 def test_every_spec_field_is_checked_here() -> None:
     """A new spec field must come with its bounds: numeric constraints, or values in EXTRA_BAD."""
-    fields = {name for name in JobSpec.model_fields} | {f"noise.{name}" for name in NoiseSpec.model_fields}
+    fields = {name for name in JobSpec.model_fields} | {f"noise.{name}" for name in NoiseSettings.model_fields}
     unbounded = fields - {name for name, _ in _cases()}
     assert not unbounded, f"spec fields with no out-of-bounds value here: {sorted(unbounded)}"
 

@@ -24,6 +24,7 @@ from sqlmodel import Session
 
 from shared import jobs
 from shared.db import get_engine
+from shared.errors import JobFinished
 from shared.models import Job, JobStatus
 from shared.settings import Settings
 from shared.store import get_store, job_prefix
@@ -139,7 +140,7 @@ def test_cancel_racing_start_and_finish_on_the_database(settings: Settings) -> N
             gate.wait()
             try:
                 outcomes[job_id].append(f"cancel:{jobs.request_cancel(session, user_id, job_id, settings).status}")
-            except jobs.JobFinished:
+            except JobFinished:
                 outcomes[job_id].append("cancel:too late")
 
     threads = []

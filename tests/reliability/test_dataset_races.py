@@ -81,3 +81,41 @@ def test_delete_racing_submissions_lets_one_side_win(race_stack: Stack) -> None:
             assert owner.get(f"/v1/jobs/{job_id}").json()["spec"]["dataset"] == dataset
             owner.post(f"/v1/jobs/{job_id}/cancel")
     assert sum(wins.values()) == ROUNDS, wins
+
+
+LIMIT = 5
+CONCURRENT_SUBMISSIONS = 40
+
+
+@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
+def limited_stack(request: pytest.FixtureRequest, make_stack: Callable[..., Stack],
+                  tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    env = {"NOISYFIT_MAX_ACTIVE_JOBS_PER_USER": str(LIMIT)}
+    if request.param == "sqlite":
+        env["NOISYFIT_DATABASE_URL"] = f"sqlite:///{tmp_path_factory.mktemp('limit-sqlite') / 'noisyfit.db'}"
+    return make_stack(env=env)
+
+
+def test_the_active_job_limit_holds_under_concurrent_submissions(limited_stack: Stack) -> None:
+    """The count and the insert happen under the user's lock: 40 submissions at once never
+    leave more than the limit queued, and every other answer is the 429 that says so."""
+    user = limited_stack.client("crowd")
+    headers = dict(user.headers)
+    answers: list[httpx.Response] = []
+    barrier = threading.Barrier(CONCURRENT_SUBMISSIONS)
+
+    def submit(seed: int) -> None:
+        with httpx.Client(base_url=limited_stack.url, headers=headers, timeout=120) as http:
+            barrier.wait()
+            answers.append(http.post("/v1/jobs", json={"dataset": "fashion-mnist", "epochs": 1, "seed": seed}))
+
+    threads = [threading.Thread(target=submit, args=(seed,)) for seed in range(CONCURRENT_SUBMISSIONS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(150)
+    codes = Counter(r.status_code for r in answers)
+    assert codes == {201: LIMIT, 429: CONCURRENT_SUBMISSIONS - LIMIT}, codes
+    assert all(r.json()["error"]["code"] == "too_many_active_jobs" for r in answers if r.status_code == 429)
+    listed = user.get("/v1/jobs", params={"limit": 200}).json()["jobs"]
+    assert len([job for job in listed if job["status"] in ("queued", "running")]) == LIMIT

@@ -22,7 +22,8 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.uploads import COMPRESSIONS, BadDataset, UploadLimits, read_upload
+from shared.errors import BadDataset
+from shared.uploads import COMPRESSIONS, UploadLimits, read_upload
 from tests.reliability.conftest import User
 
 LIMITS = UploadLimits(10**8, 10**9)

@@ -17,7 +17,7 @@ from sqlalchemy import Column, Engine, Integer, MetaData, inspect, text
 from sqlmodel import Session, SQLModel, select
 
 from shared.db import FIRST_REVISION, MIGRATIONS, SchemaError, get_engine, init_db
-from shared.models import ApiKey, Dataset, Job, Sweep, User
+from shared.models import ApiKey, DatasetRow, Job, Sweep, User
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)
@@ -48,7 +48,7 @@ FIRST_REVISION_ROWS = {
                  "train_samples": 100, "test_samples": 20, "has_clean_labels": True, "classes": ["a", "b", "c"],
                  "object_key": "datasets/ds_1.npz", "created_at": T0}],
 }
-MODELS = {"user": User, "api_key": ApiKey, "sweep": Sweep, "job": Job, "dataset": Dataset}
+MODELS = {"user": User, "api_key": ApiKey, "sweep": Sweep, "job": Job, "dataset": DatasetRow}
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
