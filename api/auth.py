@@ -4,7 +4,8 @@ import hashlib
 import hmac
 import secrets
 
-from sqlmodel import Session, select
+from sqlalchemy import ColumnElement, and_
+from sqlmodel import Session, col, select
 
 from shared.errors import NotFound
 from shared.models import ApiKey, User, utcnow
@@ -46,11 +47,16 @@ def revoke_key(session: Session, key_id: int) -> ApiKey:
     return key
 
 
+def live_key(digest: str) -> ColumnElement[bool]:
+    """The condition on ApiKey that holds for the live (unrevoked) key with this hash."""
+    return and_(ApiKey.hash == digest, col(ApiKey.revoked_at).is_(None))
+
+
 def user_for_key(session: Session, plaintext: str) -> User | None:
     """The owner of a live key; None for an unknown or revoked one."""
     digest = hash_key(plaintext)
-    key = session.exec(select(ApiKey).where(ApiKey.hash == digest)).first()
-    if key is None or key.revoked_at is not None or not hmac.compare_digest(key.hash, digest):
+    key = session.exec(select(ApiKey).where(live_key(digest))).first()
+    if key is None or not hmac.compare_digest(key.hash, digest):
         return None
     return session.get(User, key.user_id)
 

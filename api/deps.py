@@ -24,13 +24,27 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# Requests holding a session at once; the others wait for a slot without holding a thread.
+# Fewer than the engine's pool (shared/db.py: pool_size 10 + max_overflow 20): otherwise a
+# burst of requests parks every pool thread waiting for a connection while the requests that
+# hold the connections wait for a thread to finish on, until the pool's 30 s timeout (500s).
+# The rest of the pool serves event-stream rechecks, the reaper and /readyz.
+DATABASE_SESSIONS = 20
+
+# Closed once the route returns, before the response is sent: a streamed response (events,
+# artifact downloads) holds no database connection while it streams.
+SessionDep = Annotated[Session, Depends(get_session, scope="function", max_concurrency=DATABASE_SESSIONS)]
 
 _bearer = HTTPBearer(auto_error=False, description="an API key (POST /v1/api-keys), or the admin token")
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 def get_current_user(session: SessionDep, credentials: BearerDep) -> User:
+    return authenticate(session, credentials)
+
+
+def authenticate(session: Session, credentials: HTTPAuthorizationCredentials | None) -> User:
+    """The caller of a request, or of an open event stream that checks its key again."""
     if credentials is None:
         raise Unauthorized("send your API key as 'Authorization: Bearer <key>'")
     user = user_for_key(session, credentials.credentials)

@@ -25,7 +25,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import and_, delete, false, func, or_, update
@@ -54,7 +54,7 @@ from shared.errors import (
 )
 from shared.spec import DataInfo, JobSpec, resolve_spec
 from shared.store import JOB_ID, ObjectStore, artifact_key, job_prefix
-from shared.stream import MetricsStream, get_stream, stream_id
+from shared.stream import CURSOR_FORM, MetricsStream, finite, get_stream, stream_id
 from shared.workers import read_fleet
 
 log = logging.getLogger(__name__)
@@ -231,7 +231,7 @@ def read_metrics(
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Metric events after the cursor, from the stream, or from metrics.jsonl once it was trimmed or expired."""
     if after is not None:
-        _check_stream_cursor(after)
+        check_stream_cursor(after)
     if not stream.covers(job_id, after):
         try:
             lines = store.get_bytes(artifact_key(job_id, METRICS_FILE)).decode().splitlines()
@@ -295,8 +295,9 @@ def renew_lease(session: Session, job_id: str, worker_id: str, settings: Setting
 
 def update_progress(session: Session, job_id: str, worker_id: str, epoch: int, epochs: int,
                     metrics: dict[str, Any]) -> bool:
-    """Record the latest finished epoch and its figures; False when the worker lost the job."""
-    return _cas(session, job_id, _held_by(worker_id), progress=_progress(epoch, epochs, metrics))
+    """Record the latest finished epoch and its figures (NaN/Infinity as null, which JSON can hold);
+    False when the worker lost the job."""
+    return _cas(session, job_id, _held_by(worker_id), progress=_progress(epoch, epochs, finite(metrics)))
 
 
 @dataclass(frozen=True)
@@ -419,11 +420,9 @@ def _progress(epoch: int, epochs: int, metrics: dict[str, Any] | None = None) ->
 def _announce(settings: Settings, job_id: str, status: JobStatus, **fields: Any) -> None:
     event = {"type": "status", "status": str(status), "time": utcnow().isoformat(),
              **{k: v for k, v in fields.items() if v is not None}}
+    done = [{**event, "type": "done"}] if status in FINISHED else []
     try:
-        stream = get_stream(settings)
-        stream.publish(job_id, event)
-        if status in FINISHED:
-            stream.publish(job_id, {**event, "type": "done"})
+        get_stream(settings).publish(job_id, event, *done)
     except StreamUnavailable:
         log.warning("job %s is %s, but the metrics stream cannot be reached to say so", job_id, status)
 
@@ -462,22 +461,30 @@ def _encode_cursor(job: Job) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+MAX_LIST_CURSOR = 200  # characters; _encode_cursor writes about 100
+
+
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
+        if len(cursor) > MAX_LIST_CURSOR:
+            raise ValueError("too long")
         created_at, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         when = datetime.fromisoformat(created_at)
-        if when.tzinfo is None or not JOB_ID.fullmatch(str(job_id)):
+        if when.tzinfo is None or not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
             raise ValueError(cursor)
-        return when, str(job_id)
-    except (ValueError, TypeError) as exc:
-        raise InvalidCursor("not a cursor of this list; pass the 'next' value of the previous page", "cursor") from exc
+        return when.astimezone(timezone.utc), job_id
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InvalidCursor("not a cursor of this list: pass the 'next' value of the previous page unchanged "
+                            "(an opaque base64url string), or no cursor for the first page", "cursor") from exc
 
 
-def _check_stream_cursor(cursor: str) -> None:
+def check_stream_cursor(cursor: str, field: str = "after") -> None:
+    """InvalidCursor unless `cursor` is a metric event's id."""
     try:
         stream_id(cursor)
     except ValueError as exc:
-        raise InvalidCursor("not a metrics cursor; pass an event's 'id' or the 'next' value", "after") from exc
+        raise InvalidCursor(f"not a metrics cursor: pass {CURSOR_FORM}, or the 'next' value of a metrics page, "
+                            "or no cursor to start from the first event", field) from exc
 
 
 def _events_after(lines: list[str], after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:

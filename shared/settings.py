@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     redis_key_prefix: str = ""
     # An idle Server-Sent Events stream sends a heartbeat comment this often.
     sse_heartbeat_s: float = 15.0
+    # An open event stream asks the database this often whether its API key is still live
+    # (a revoked key's streams end within about this long) and whether its job finished;
+    # 500 open streams cost about a tenth of a core at 10 s.
+    sse_recheck_s: float = 10.0
     # The API requeues running jobs whose lease lapsed this often (0: never; run it elsewhere).
     reaper_interval_s: float = 30.0
     # A queued job no worker took this long after its message was sent is sent again: the message

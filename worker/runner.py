@@ -37,6 +37,7 @@ from worker.datasets import LoadedData, load_dataset
 from worker.noise import corrupt_labels, noise_report
 from shared.plots import job_plot
 from shared.spec import ResolvedSpec
+from shared.stream import encode
 from worker.trainer import (
     Callback, PreparedData, TrainState, check_resumable, default_device, per_sample_losses, train,
 )
@@ -135,7 +136,7 @@ class MetricsLog(Callback):
 
 
 def epoch_event(metrics: dict[str, Any]) -> str:
-    return json.dumps({"type": "epoch", **metrics})
+    return encode({"type": "epoch", **metrics})
 
 
 class ResumeCheckpoints(Callback):

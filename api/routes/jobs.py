@@ -6,19 +6,21 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
-from api.deps import CurrentUser, FleetDep, SessionDep, SettingsDep, StoreDep, StreamDep
+from api.deps import BearerDep, CurrentUser, FleetDep, SessionDep, SettingsDep, StoreDep, StreamDep
 from api.schemas import ArtifactList, ArtifactOut, ErrorOut, JobList, JobOut, MetricsPage
 from api.sse import job_events
 from shared import jobs
-from shared.models import JobStatus
+from shared.models import FINISHED, JobStatus
 from shared.spec import JobSpec
 from shared.store import artifact_key
+from shared.stream import CURSOR_FORM
 
 router = APIRouter(
     prefix="/v1/jobs", tags=["jobs"],
     responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
 )
 JobId = Annotated[str, Path(max_length=64)]
+MetricsCursor = Annotated[str | None, Query(description=f"read events after this one: {CURSOR_FORM}")]
 
 
 @router.post("", status_code=201, response_model=JobOut,
@@ -42,7 +44,7 @@ def create_job(
 def list_jobs(
     user: CurrentUser, session: SessionDep, fleet: FleetDep,
     status: JobStatus | None = None,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    cursor: Annotated[str | None, Query(description="the `next` value of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JobList:
     """Your jobs, newest first; pass `next` back as `cursor` for the following page."""
@@ -74,7 +76,7 @@ def cancel_job(job_id: JobId, user: CurrentUser, session: SessionDep, settings: 
 @router.get("/{job_id}/metrics", response_model=MetricsPage, responses={503: {"model": ErrorOut}})
 def get_job_metrics(
     job_id: JobId, user: CurrentUser, session: SessionDep, stream: StreamDep, store: StoreDep,
-    after: Annotated[str | None, Query(max_length=64)] = None,
+    after: MetricsCursor = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> MetricsPage:
     """Metric events after the cursor `after` (an event's `id`), oldest first."""
@@ -87,13 +89,17 @@ def get_job_metrics(
             responses={200: {"content": {"text/event-stream": {}}}, 503: {"model": ErrorOut}})
 def stream_job_events(
     job_id: JobId, user: CurrentUser, session: SessionDep, stream: StreamDep, store: StoreDep,
-    settings: SettingsDep,
-    after: Annotated[str | None, Query(max_length=64)] = None,
-    last_event_id: Annotated[str | None, Header(max_length=64)] = None,
+    settings: SettingsDep, credentials: BearerDep,
+    after: MetricsCursor = None,
+    last_event_id: Annotated[str | None, Header(description="resume after this event's `id`")] = None,
 ) -> StreamingResponse:
-    """The metric events as Server-Sent Events, live; resume with `Last-Event-ID`. Ends after `done`."""
-    jobs.get_job(session, user.id, job_id)
-    body = job_events(job_id, last_event_id or after, stream=stream, store=store, settings=settings)
+    """The metric events as Server-Sent Events, live; resume with `Last-Event-ID`. Ends after `done`,
+    or with an `event: refused` carrying the error once your key is revoked."""
+    job = jobs.get_job(session, user.id, job_id)
+    if last_event_id:
+        jobs.check_stream_cursor(last_event_id, "Last-Event-ID")
+    body = job_events(job.id, job.status in FINISHED, last_event_id or after, credentials,
+                      stream=stream, store=store, settings=settings)
     return StreamingResponse(body, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

@@ -1,14 +1,19 @@
-"""Metric events: cursor pages, the metrics.jsonl fallback, Server-Sent Events, Redis down."""
+"""Metric events: cursor pages, the metrics.jsonl fallback, Server-Sent Events, Redis down, NaN as null."""
 
 import json
 import threading
 import time
+from typing import Any
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlmodel import Session
 
 from api.main import create_app
+from shared import jobs
+from shared.db import get_engine
+from shared.models import JobStatus
 from shared.store import artifact_key, get_store
 from shared.stream import MetricsStream, get_stream
 
@@ -156,3 +161,44 @@ def test_redis_down_answers_503_on_stream_routes_only(settings, client: TestClie
             assert response.json()["error"]["code"] == "stream_unavailable"
         assert down.get(f"/v1/jobs/{job_id}", headers=user_headers).json()["status"] == "queued"
         assert down.post(f"/v1/jobs/{job_id}/cancel", headers=user_headers).json()["status"] == "cancelled"
+
+
+def strict_json(text: str) -> Any:
+    """JSON as a browser's JSON.parse reads it: a bare NaN or Infinity fails."""
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"bare {constant} in {text[:300]}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+DIVERGED = {"type": "epoch", "epoch": 2, "train_loss": float("nan"), "test_loss": float("inf"),
+            "per_class": [float("-inf"), 0.5]}
+AS_SENT = {"type": "epoch", "epoch": 2, "train_loss": None, "test_loss": None, "per_class": [None, 0.5]}
+
+
+def test_non_finite_figures_are_sent_as_null(client: TestClient, user_headers, settings, job_id):
+    """A diverged run's NaN/Infinity never reaches a client as bare NaN: not on the stream, not
+    on the metrics page, not from an old metrics.jsonl, not in the job's progress."""
+    with Session(get_engine(settings.database_url)) as session:
+        assert jobs.start_attempt(session, job_id, "w1", settings)
+        assert jobs.update_progress(session, job_id, "w1", 2, 3, DIVERGED)
+    progress = strict_json(client.get(f"/v1/jobs/{job_id}", headers=user_headers).text)["progress"]
+    assert progress == {"epoch": 2, "epochs": 3, "metrics": AS_SENT}
+
+    stream = get_stream(settings)
+    published = stream.publish(job_id, DIVERGED)
+    with Session(get_engine(settings.database_url)) as session:
+        assert jobs.finish(session, job_id, "w1", JobStatus.failed, settings, error={"code": "diverged", "message": "x"})
+    page = strict_json(client.get(f"/v1/jobs/{job_id}/metrics", headers=user_headers).text)
+    assert {**AS_SENT, "id": published} in page["events"]
+    streamed = client.get(f"/v1/jobs/{job_id}/events", headers=user_headers).text
+    data = [strict_json(line.removeprefix("data: ")) for line in streamed.splitlines() if line.startswith("data: ")]
+    assert {**AS_SENT, "id": published} in data and data[-1]["type"] == "done"
+
+    stream.delete(job_id)  # a metrics.jsonl of an older worker, with bare NaN in it
+    write_jsonl(settings, job_id, [{**DIVERGED, "id": published}])
+    streamed = client.get(f"/v1/jobs/{job_id}/events", headers=user_headers).text
+    data = [strict_json(line.removeprefix("data: ")) for line in streamed.splitlines() if line.startswith("data: ")]
+    assert data[0] == {**AS_SENT, "id": published}
+    page = strict_json(client.get(f"/v1/jobs/{job_id}/metrics", headers=user_headers).text)
+    assert page["events"] == [{**AS_SENT, "id": published}]

@@ -172,3 +172,12 @@ def test_status_changes_are_announced_on_the_stream(session, db_settings, job_id
     assert events[1]["attempt"] == 1 and events[-1]["error"]["code"] == "diverged"
     ttl = get_stream(db_settings).client.ttl(get_stream(db_settings).key(job_id))
     assert 0 < ttl <= db_settings.stream_ttl_s
+
+
+def test_non_finite_progress_figures_are_stored_as_null(session, db_settings, job_id):
+    """A diverged run's NaN/Infinity: PostgreSQL's json type refuses them, so they are stored as null."""
+    assert jobs.start_attempt(session, job_id, "w1", db_settings)
+    figures = {"train_loss": float("nan"), "test_loss": float("-inf"), "test_accuracy": 0.1}
+    assert jobs.update_progress(session, job_id, "w1", 1, 3, figures)
+    stored = reload(session, job_id).progress
+    assert stored == {"epoch": 1, "epochs": 3, "metrics": {"train_loss": None, "test_loss": None, "test_accuracy": 0.1}}
