@@ -10,6 +10,9 @@ from shared.sweep_service import SweepView
 from shared.workers import Fleet, WaitingFor
 
 
+MAX_ROW_ID = 2**31 - 1  # integer primary keys (PostgreSQL's integer); a larger id cannot exist
+
+
 class ErrorDetail(BaseModel):
     code: str
     message: str
@@ -72,7 +75,7 @@ class KeyCreate(BaseModel):
 
     name: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$",
                              description="the new user's name")
-    user_id: int | None = Field(None, description="give an existing user another key instead")
+    user_id: int | None = Field(None, ge=1, le=MAX_ROW_ID, description="give an existing user another key instead")
 
 
 class KeyOut(BaseModel):

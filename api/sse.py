@@ -13,7 +13,7 @@ arrives (within ANNOUNCE_GRACE_S when it finished while the stream was open, sin
 one last event, `event: refused`, whose data is the error as the API answers it:
 
     event: refused
-    data: {"error": {"code": "unauthorized", "message": "...", "field": null}}
+    data: {"error": {"code": "unauthorized", "message": "...", "field": null, "status": 401}}
 """
 
 import json
@@ -63,8 +63,8 @@ def format_event(event: dict[str, Any]) -> str:
 
 
 def format_refusal(error: NoisyfitError) -> str:
-    _status, code, message, field, _headers = error_parts(error)
-    return f"event: refused\ndata: {json.dumps(error_body(code, message, field))}\n\n"
+    status, code, message, field, _headers = error_parts(error)
+    return f"event: refused\ndata: {json.dumps(error_body(code, message, field, status=status))}\n\n"
 
 
 def job_events(

@@ -171,6 +171,9 @@ class NoisyfitClient:
                         response.read()
                         raise ApiError.from_response(response)
                     for message in parse_sse(response.iter_lines()):
+                        if message.event == "refused":  # the key was revoked or the job deleted
+                            error = json.loads(message.data)["error"]
+                            raise ApiError(error["status"], error["code"], error["message"], error.get("field"))
                         failures = 0
                         delay = message.retry / 1000 if message.retry is not None else delay
                         last_event_id = message.id if message.id is not None else last_event_id

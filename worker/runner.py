@@ -37,7 +37,7 @@ from worker.datasets import LoadedData, load_dataset
 from worker.noise import corrupt_labels, noise_report
 from shared.plots import job_plot
 from shared.spec import ResolvedSpec
-from shared.stream import encode
+from shared.stream import encode, finite
 from worker.trainer import (
     Callback, PreparedData, TrainState, check_resumable, default_device, per_sample_losses, train,
 )
@@ -209,7 +209,7 @@ def run_job(
         "versions": software_versions(),
         "device": device_description(device),
     }
-    sink.put("result.json", json.dumps(result, indent=2).encode())
+    sink.put("result.json", json.dumps(finite(result), indent=2, allow_nan=False).encode())
     return result
 
 

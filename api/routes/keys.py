@@ -1,10 +1,12 @@
 """/v1/api-keys: the admin creates and revokes users' keys."""
 
-from fastapi import APIRouter, Depends
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path
 
 from api import auth
 from api.deps import SessionDep, require_admin
-from api.schemas import ErrorOut, KeyCreate, KeyCreated, KeyOut
+from api.schemas import MAX_ROW_ID, ErrorOut, KeyCreate, KeyCreated, KeyOut
 
 router = APIRouter(
     prefix="/v1/api-keys", tags=["admin"], dependencies=[Depends(require_admin)],
@@ -20,6 +22,6 @@ def create_key(body: KeyCreate, session: SessionDep) -> KeyCreated:
 
 
 @router.delete("/{key_id}", response_model=KeyOut)
-def revoke_key(key_id: int, session: SessionDep) -> KeyOut:
+def revoke_key(key_id: Annotated[int, Path(ge=1, le=MAX_ROW_ID)], session: SessionDep) -> KeyOut:
     """Revoke a key: it is refused from now on. Revoking twice is fine."""
     return KeyOut.of(auth.revoke_key(session, key_id))

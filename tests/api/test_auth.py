@@ -1,5 +1,6 @@
 """Every route but the health checks needs a live API key; key management needs the admin token."""
 
+import pytest
 from fastapi.testclient import TestClient
 
 
@@ -65,3 +66,10 @@ def test_admin_routes_need_the_admin_token(client: TestClient, user_headers):
 def test_health_routes_need_no_key(client: TestClient):
     assert client.get("/healthz").status_code == 200
     assert client.get("/metrics").status_code == 200
+
+
+@pytest.mark.parametrize("key_id", [2**31, 2**63, 10**30, 0, -1])
+def test_an_id_no_row_can_have_is_a_422_not_a_500(client, admin_headers, key_id):
+    revoked = client.delete(f"/v1/api-keys/{key_id}", headers=admin_headers)
+    created = client.post("/v1/api-keys", json={"user_id": key_id}, headers=admin_headers)
+    assert (revoked.status_code, created.status_code) == (422, 422), (revoked.text, created.text)

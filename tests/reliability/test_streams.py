@@ -161,3 +161,34 @@ def test_a_revoked_keys_open_stream_ends_with_refused(stack: Stack) -> None:
     assert "revoked" in data["error"]["message"]
     again = httpx.get(f"{stack.url}/v1/jobs/{job_id}/events", headers=headers, timeout=30)
     assert again.status_code == 401
+
+
+def test_the_python_client_raises_the_refusal_of_a_revoked_keys_stream(stack: Stack) -> None:
+    """client.http.NoisyfitClient.events ends a refused stream with the API's error, not a retry."""
+    import threading
+
+    from client.http import ApiError, NoisyfitClient
+
+    key = new_key(stack, "revoked-client")
+    client = NoisyfitClient(stack.url, key["key"])
+    job_id = client.submit_job(TINY_SPEC)["id"]
+    first = threading.Event()
+    outcome: list[BaseException] = []
+
+    def follow() -> None:
+        try:
+            for _ in client.events(job_id):
+                first.set()
+        except BaseException as error:  # noqa: BLE001 — the outcome under test
+            outcome.append(error)
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    assert first.wait(30), "the stream's first event"
+    revoked = httpx.delete(f"{stack.url}/v1/api-keys/{key['id']}",
+                           headers={"Authorization": f"Bearer {stack.admin_token}"}, timeout=30)
+    assert revoked.status_code == 200, revoked.text
+    follower.join(60)
+    assert not follower.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], ApiError), outcome
+    assert (outcome[0].status, outcome[0].code) == (401, "unauthorized")
