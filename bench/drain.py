@@ -22,7 +22,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ from shared.models import User  # noqa: E402
 from shared.queue import queue_key  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.stream import get_stream  # noqa: E402
+from load import free_port, start  # noqa: E402  (bench/ is the script's own folder)
 
 SPEC = {"dataset": "fashion-mnist", "noise": {"type": "symmetric", "rate": 0.4}, "loss": "nce+rce",
         "epochs": 1, "train_size": 1000, "batch_size": 100}
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for the drain")
     args = parser.parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="noisyfit-drain-"))
-    s3_port = _free_port()
+    s3_port = free_port()
     env = {
         **os.environ,
         "NOISYFIT_DATABASE_URL": args.database_url or f"sqlite:///{folder / 'noisyfit.db'}",
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         (folder / "s3" / settings.s3_bucket).mkdir(parents=True)  # a folder is a bucket
         rclone = Path(sys.executable).parent / "rclone"
-        processes.append(_start([str(rclone), "serve", "s3", "--addr", f"127.0.0.1:{s3_port}", "--config", "/dev/null",
+        processes.append(start([str(rclone), "serve", "s3", "--addr", f"127.0.0.1:{s3_port}", "--config", "/dev/null",
                                  "--auth-key", f"{settings.s3_access_key},{settings.s3_secret_key}",
                                  str(folder / "s3")], folder / "s3.log", env))
         engine = get_engine(settings.database_url)
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{queue.llen(queue_key(settings))} messages wait in the queue")
 
         log = folder / "worker.log"
-        worker = _start([sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "train", "-c", "1",
+        worker = start([sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "train", "-c", "1",
                          "-n", "bench-drain@%h", "--loglevel", "INFO"], log, env)
         processes.append(worker)
         _wait(lambda: " ready." in log.read_text(errors="replace"), 300, worker, "the worker to be ready")
@@ -147,15 +147,6 @@ def _time_of(line: str) -> datetime:
     return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
 
 
 def _wait(ready, timeout_s: float, process: subprocess.Popen, what: str) -> None:

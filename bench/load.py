@@ -176,14 +176,16 @@ def _count_rows(database_url: str, user_ids: list[int]) -> int:
         return int(connection.execute(query, {"ids": user_ids}).scalar_one())
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _start(args: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(args, cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+def start(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """A benchmark's process (uvicorn, a worker) in a session of its own, logging to `log`."""
+    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,16 +207,16 @@ def main(argv: list[str] | None = None) -> int:
     url = args.url
     try:
         if url is None:
-            port = _free_port()
+            port = free_port()
             log = ROOT / "var" / "bench-load.log"
             log.parent.mkdir(exist_ok=True)
-            started.append(_start([sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port),
+            started.append(start([sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port),
                                    "--log-level", "warning"], log))
             if args.worker:
-                started.append(_start([sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "train",
+                started.append(start([sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "train",
                                        "-c", "1", "--loglevel", "warning"], log))
             url = f"http://127.0.0.1:{port}"
-            _wait_healthy(url, started[0])
+            wait_healthy(url, started[0])
         report = asyncio.run(run_load(url, args.admin_token, args.jobs, args.concurrency, args.polls,
                                       args.database_url, cancel=not args.keep))
     finally:
@@ -229,11 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if report.problems() else 0
 
 
-def _wait_healthy(url: str, api: subprocess.Popen, timeout_s: float = 60) -> None:
+def wait_healthy(url: str, api: subprocess.Popen, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if api.poll() is not None:
-            raise RuntimeError(f"the API exited with {api.returncode}; see var/bench-load.log")
+            raise RuntimeError(f"the API exited with {api.returncode}; see its log")
         try:
             if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
                 return

@@ -19,8 +19,6 @@ import json
 import os
 import secrets
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,8 +29,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from load import free_port, start, wait_healthy
 
-ROOT = Path(__file__).resolve().parent.parent
 SPEC = {"dataset": "fashion-mnist", "noise": {"type": "symmetric", "rate": 0.4}, "loss": "nce+rce",
         "epochs": 1, "train_size": 1000}
 MiB = 2**20
@@ -112,14 +110,12 @@ def kinds(args: argparse.Namespace) -> dict[str, Callable[[], Request]]:
 
 def measure(kind: str, prepare: Callable[[], Request], env: dict[str, str], admin: str, folder: Path) -> Row:
     request = prepare()
-    port = _free_port()
-    with (folder / "uvicorn.log").open("ab") as log:
-        api = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port),
-                                "--log-level", "warning"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    port = free_port()
+    api = start([sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port), "--log-level", "warning"],
+                folder / "uvicorn.log", env)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, api)
+        wait_healthy(url, api)
         key = httpx.post(f"{url}/v1/api-keys", json={"name": "memory"},
                          headers={"Authorization": f"Bearer {admin}"}, timeout=30).json()["key"]
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=900) as client:
@@ -127,9 +123,9 @@ def measure(kind: str, prepare: Callable[[], Request], env: dict[str, str], admi
             client.get("/v1/catalog").raise_for_status()
             idle = _hwm(api.pid)
             children = _ChildPeak(api.pid)
-            start = time.perf_counter()
+            began = time.perf_counter()
             response = request(client)
-            seconds = time.perf_counter() - start
+            seconds = time.perf_counter() - began
             children.stop()
             peak = _hwm(api.pid)
             _clean_up(client, response)
@@ -188,24 +184,6 @@ def _rss(pid: int) -> int:
     return _status(pid, "VmRSS")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, api: subprocess.Popen, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if api.poll() is not None:
-            raise RuntimeError(f"the API exited with {api.returncode}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"the API at {url} did not answer within {timeout_s}s")
 
 
 def render(rows: list[Row]) -> str:
