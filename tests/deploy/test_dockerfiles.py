@@ -122,6 +122,13 @@ def test_the_api_image_bounds_what_a_client_connection_can_hold():
     assert 0 < int(option(command, "--timeout-keep-alive")) <= 60
 
 
+def test_the_api_image_believes_forwarded_headers_only_from_a_named_proxy():
+    """With --forwarded-allow-ips "*", any client reaching the published port could claim another
+    address and scheme; uvicorn's default (FORWARDED_ALLOW_IPS, else 127.0.0.1) names the proxy."""
+    command = api_command()
+    assert "--forwarded-allow-ips" not in command or option(command, "--forwarded-allow-ips") != "*"
+
+
 def _answer(port: int, head: bytes) -> bytes:
     """The first bytes the server answers to `head`; b"" when it resets the connection."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
