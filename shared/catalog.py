@@ -25,6 +25,7 @@ class DatasetInfo:
     test_samples: int
     family: str  # which recipe of the paper it trains with
     asymmetric_map: str  # how asymmetric noise flips its classes
+    install: str  # how to give a worker its files (the error of a job no live worker can load)
 
 
 @dataclass(frozen=True)
@@ -85,16 +86,27 @@ class NoiseKind:
     needs_matrix: bool = False
 
 
+ALLOW_DOWNLOAD = "or set NOISYFIT_ALLOW_DOWNLOAD=true on a worker"
 DATASETS: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo(10, 1, 28, 60_000, 10_000, "mnist", "7→1, 2→7, 5↔6, 3→8"),
+    "mnist": DatasetInfo(
+        10, 1, 28, 60_000, 10_000, "mnist", "7→1, 2→7, 5↔6, 3→8",
+        "put torchvision's MNIST files (train-images-idx3-ubyte, ...) into NOISYFIT_DATA_DIR/MNIST/raw/ on a "
+        f"worker, {ALLOW_DOWNLOAD}",
+    ),
     "fashion-mnist": DatasetInfo(
-        10, 1, 28, 60_000, 10_000, "mnist", "boot→sneaker, sneaker→sandal, pullover→shirt, coat↔dress (Zhang & Sabuncu, 2018)"
+        10, 1, 28, 60_000, 10_000, "mnist", "boot→sneaker, sneaker→sandal, pullover→shirt, coat↔dress (Zhang & Sabuncu, 2018)",
+        "install it on a worker with `apt-get install dataset-fashion-mnist` (Debian; the files land in "
+        f"/usr/share/datasets/fashion-mnist), {ALLOW_DOWNLOAD}",
     ),
     "cifar10": DatasetInfo(
-        10, 3, 32, 50_000, 10_000, "cifar10", "truck→automobile, bird→airplane, deer→horse, cat↔dog"
+        10, 3, 32, 50_000, 10_000, "cifar10", "truck→automobile, bird→airplane, deer→horse, cat↔dog",
+        "extract torchvision's cifar-10-python.tar.gz into NOISYFIT_DATA_DIR on a worker (it unpacks to "
+        f"cifar-10-batches-py/), {ALLOW_DOWNLOAD}",
     ),
     "cifar100": DatasetInfo(
-        100, 3, 32, 50_000, 10_000, "cifar100", "each class → the next in its super-class, circularly"
+        100, 3, 32, 50_000, 10_000, "cifar100", "each class → the next in its super-class, circularly",
+        "extract torchvision's cifar-100-python.tar.gz into NOISYFIT_DATA_DIR on a worker (it unpacks to "
+        f"cifar-100-python/), {ALLOW_DOWNLOAD}",
     ),
 }
 

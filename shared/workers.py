@@ -32,18 +32,6 @@ REPORT_TTL = 3  # reports: a worker missing this many is no longer live
 PRUNE_TTLS = 100  # a name not reported for this many TTLs leaves the index (generous: hosts' clocks differ)
 REDIS_TIMEOUT_S = 5.0
 
-# How to give workers a built-in data set, for the error of a job that no live worker can run.
-INSTALL: dict[str, str] = {
-    "fashion-mnist": "install it on a worker with `apt-get install dataset-fashion-mnist` (Debian; the files land "
-                     "in /usr/share/datasets/fashion-mnist), or set NOISYFIT_ALLOW_DOWNLOAD=true on a worker",
-    "mnist": "put torchvision's MNIST files (train-images-idx3-ubyte, ...) into NOISYFIT_DATA_DIR/MNIST/raw/ "
-             "on a worker, or set NOISYFIT_ALLOW_DOWNLOAD=true on a worker",
-    "cifar10": "extract torchvision's cifar-10-python.tar.gz into NOISYFIT_DATA_DIR on a worker (it unpacks to "
-               "cifar-10-batches-py/), or set NOISYFIT_ALLOW_DOWNLOAD=true on a worker",
-    "cifar100": "extract torchvision's cifar-100-python.tar.gz into NOISYFIT_DATA_DIR on a worker (it unpacks to "
-                "cifar-100-python/), or set NOISYFIT_ALLOW_DOWNLOAD=true on a worker",
-}
-
 
 class WaitingFor(StrEnum):
     """What a queued job waits for (JobOut.waiting_for)."""
@@ -83,7 +71,7 @@ class Fleet:
         if not self.workers or self.holders(dataset):
             return None
         names = ", ".join(sorted(w.name for w in self.workers))
-        return (f"no live worker holds the data set {dataset!r} (live: {names}); {INSTALL[dataset]}. Workers "
+        return (f"no live worker holds the data set {dataset!r} (live: {names}); {DATASETS[dataset].install}. Workers "
                 f"report what they hold every {settings.worker_report_s:g}s; submit again after that")
 
 

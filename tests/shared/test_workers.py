@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from shared.catalog import DATASETS, catalog
+from shared.catalog import catalog
 from shared.settings import Settings
-from shared.workers import INSTALL, Fleet, WaitingFor, WorkerReport, read_fleet, report, with_fleet, withdraw
+from shared.workers import Fleet, WaitingFor, WorkerReport, read_fleet, report, with_fleet, withdraw
 
 
 @pytest.fixture
@@ -45,10 +45,6 @@ def test_the_fleet_says_who_can_run_a_data_set(settings):
     assert Fleet(()).unavailable("cifar10", settings) is None  # no worker at all: accepted, it waits
     assert [fleet.waiting_for(d) for d in ("mnist", "cifar10")] == [WaitingFor.queue, WaitingFor.dataset]
     assert Fleet(()).waiting_for("mnist") == WaitingFor.worker
-
-
-def test_every_catalog_data_set_has_an_install_step():
-    assert set(INSTALL) == set(DATASETS)
 
 
 def test_the_catalog_shows_live_workers_per_data_set():
