@@ -31,6 +31,12 @@ def limit_s(spec_limit: int, settings: Settings) -> int:
     return min(spec_limit, settings.max_job_seconds) if spec_limit else settings.max_job_seconds
 
 
+def deadline(job: Job, settings: Settings) -> tuple[datetime, int]:
+    """When a started job's time is up (its limit counts from its first start), and the limit."""
+    limit = limit_s(job.spec.get("time_limit_s", 0), settings)
+    return aware(job.started_at) + timedelta(seconds=limit), limit
+
+
 def check_time_limit(resolved: dict[str, Any], settings: Settings) -> None:
     if resolved["time_limit_s"] > settings.max_job_seconds:
         raise SpecError(f"time_limit_s {resolved['time_limit_s']} is more than this service allows; "

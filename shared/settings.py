@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     max_active_jobs_per_user: int = 500
     # A job runs at most this long (from its first start); a spec's time_limit_s may ask less.
     max_job_seconds: int = 24 * 3600
+    # A training process checks its limit between steps; one still running this long past it
+    # (stuck outside a step) is killed by its worker, and the job fails as over time.
+    time_limit_grace_s: float = 60.0
     # Seconds of job run time a user may use per rolling 24 h; past it a submission answers 429 (0: no quota).
     job_time_quota_s: int = 0
     # Presigned download URLs live this long.

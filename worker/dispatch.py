@@ -28,16 +28,18 @@ import signal
 import socket
 import sys
 import threading
+from datetime import datetime, timedelta
+from multiprocessing.process import BaseProcess
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
-from shared import jobs
+from shared import jobs, scheduling
 from shared.db import get_engine
-from shared.models import Job
+from shared.errors import StoreUnavailable
+from shared.models import Job, JobStatus, utcnow
 from shared.settings import Settings, get_settings
-from shared.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +78,41 @@ def dispatch(job_id: str) -> None:
             return
         if taken != job_id:
             log.info("job %s: its message took job %s, whose turn it was", job_id, taken)
-        job_id, attempt = taken, session.get(Job, taken).attempts
+        job = session.get(Job, taken)
+        job_id, attempt = taken, job.attempts
+        time_up, limit = scheduling.deadline(job, settings)
     process = _processes.Process(target=_train, args=(job_id, worker_id, logging.getLogger().getEffectiveLevel()),
                                  name=f"train-{job_id}")
     with Lease(job_id, worker_id, settings, engine):
         process.start()
         log.info("job %s: attempt %d as %s, training in process %d", job_id, attempt, worker_id, process.pid)
-        process.join()
+        if not _join_by(process, time_up + timedelta(seconds=settings.time_limit_grace_s)):
+            _fail_overrun(job_id, worker_id, limit, settings, engine)
+            return
     if process.exitcode == GIVE_BACK:
         raise GivenBack(f"job {job_id}: a service could not be reached; retried later, resuming from its checkpoint")
     if process.exitcode != 0:
         _report_crash(process.exitcode, job_id, worker_id, engine)
+
+
+def _join_by(process: BaseProcess, moment: datetime) -> bool:
+    """Wait for the training process until `moment`; past it, kill it. False when it was killed."""
+    process.join(max(0.0, (moment - utcnow()).total_seconds()))
+    if process.exitcode is not None:
+        return True
+    process.kill()
+    process.join()
+    return False
+
+
+def _fail_overrun(job_id: str, worker_id: str, limit: int, settings: Settings, engine: Engine) -> None:
+    """The training process outlived its job's time limit by the grace period (stuck outside a
+    step, where it checks its limit itself): it was killed, and the job fails as over time."""
+    log.error("job %s: its training process ran %.0f s past the time limit of %d s and was killed",
+              job_id, settings.time_limit_grace_s, limit)
+    with Session(engine) as session:
+        jobs.finish(session, job_id, worker_id, JobStatus.failed, settings,
+                    error=scheduling.time_limit_error(limit, settings))
 
 
 class Lease:

@@ -12,7 +12,7 @@ and `done` events come from shared.jobs with each state change.
 
 import logging
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import torch
@@ -62,9 +62,8 @@ def run_taken_job(job_id: str, worker_id: str) -> int:
     try:
         with Session(engine) as session:
             job = session.get(Job, job_id)
-            spec, attempt, started = ResolvedSpec.model_validate(job.spec), job.attempts, job.started_at
-        limit = scheduling.limit_s(spec.time_limit_s, settings)
-        deadline = scheduling.aware(started) + timedelta(seconds=limit)
+            spec, attempt = ResolvedSpec.model_validate(job.spec), job.attempts
+            deadline, _ = scheduling.deadline(job, settings)
         control = JobControl(job_id, worker_id, settings, engine, get_stream(settings), deadline)
         try:
             status, fields = _train(job_id, spec, settings, control)

@@ -1,8 +1,12 @@
 """Fair scheduling with a real worker: one user's queue does not starve another's, and a job
 that runs past its time limit is stopped and failed with what to change (shared.scheduling)."""
 
+import os
+import re
+import signal
 from typing import Any
 
+from tests.e2e.conftest import wait_until
 from tests.reliability.conftest import TINY_SPEC, job_of, wait_status
 
 SPEC = {**TINY_SPEC, "epochs": 1}
@@ -46,3 +50,21 @@ def test_a_job_past_its_time_limit_is_failed_with_what_to_change(make_stack: Any
     message = job["error"]["message"]
     assert "time_limit_s (up to 3600)" in message and "fewer epochs" in message and "batch_size" in message
     assert job["progress"]["epoch"] < 1000
+
+
+def test_a_training_process_stuck_past_its_time_limit_is_killed_and_its_job_fails(make_stack: Any) -> None:
+    """A process frozen outside its own step checks (SIGSTOP) cannot stop itself at its limit:
+    its worker kills it once the grace period is over too, and fails the job as over time."""
+    stack = make_stack(time_limit_grace_s="1")
+    http = stack.client("stuck")
+    worker = stack.start_worker()
+    job_id = http.post("/v1/jobs", json={**SPEC, "epochs": 1000, "time_limit_s": 20}).json()["id"]
+    started = re.compile(rf"job {job_id}: attempt \d+ as \S+, training in process (\d+)")
+    pid = int(wait_until(lambda: (m := started.search(worker.log.read_text())) and m.group(1), 60,
+                         "the training process to start"))
+    os.kill(pid, signal.SIGSTOP)
+    assert wait_until(lambda: open(f"/proc/{pid}/stat").read().split()[2] == "T", 10, "the process to stop")
+    job = wait_status(http, job_id, ENDED, timeout_s=60)
+    assert job["status"] == "failed" and job["error"]["code"] == "time_limit", job
+    assert "was killed" in worker.log.read_text(), stack.logs()
+    assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
