@@ -13,6 +13,7 @@
 import json
 import os
 import secrets
+import shutil
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -271,3 +272,41 @@ class Follower:
 
     def ended(self) -> bool:
         return not self.thread.is_alive()
+
+
+REDIS_SERVER = shutil.which("redis-server")  # Debian's redis-server; scripts/setup.sh installs it
+
+
+class RedisProcess:
+    """A redis-server of the test's own (the machine's Redis is shared, so it is never killed):
+    started, killed -9 and started again on the same port and folder."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.port = folder, free_port()
+        self.process: Process | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.starts += 1
+        self.process = start(f"redis{self.starts}", [
+            REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
+            "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--protected-mode", "no"],
+            {}, self.folder)
+        wait_for_port(self.port, self.process.process)
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """A module's own redis-server."""
+    server = RedisProcess(tmp_path_factory.mktemp("own-redis"))
+    server.start()
+    yield server
+    server.kill()

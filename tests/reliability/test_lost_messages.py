@@ -19,19 +19,10 @@ from sqlmodel import Session
 from shared import jobs
 from shared.db import get_engine
 from tests.e2e.conftest import wait_until
-from tests.reliability.conftest import TINY_SPEC, Stack, events_of, job_of, wait_status
-from tests.reliability.test_redis_faults import RedisProcess
+from tests.reliability.conftest import TINY_SPEC, RedisProcess, Stack, events_of, job_of, wait_status
 
 SPEC = {**TINY_SPEC, "epochs": 1}
 RESEND_AFTER_S = 3
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    server = RedisProcess(tmp_path_factory.mktemp("lost-redis"))
-    server.start()
-    yield server
-    server.kill()
 
 
 @pytest.fixture(scope="module")

@@ -8,50 +8,13 @@ submissions work again and the event stream resumes from the client's Last-Event
 nothing lost and nothing repeated.
 """
 
-import shutil
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import free_port, wait_for_port
-from tests.e2e.conftest import Process, start, wait_until
-from tests.reliability.conftest import TINY_SPEC, Follower, Stack, job_of
-
-REDIS_SERVER = shutil.which("redis-server")  # Debian's redis-server; scripts/setup.sh installs it
-
-
-class RedisProcess:
-    def __init__(self, folder: Path):
-        self.folder, self.port = folder, free_port()
-        self.process: Process | None = None
-        self.starts = 0
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.starts += 1
-        self.process = start(f"redis{self.starts}", [
-            REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-            "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--protected-mode", "no"],
-            {}, self.folder)
-        wait_for_port(self.port, self.process.process)
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    server = RedisProcess(tmp_path_factory.mktemp("own-redis"))
-    server.start()
-    yield server
-    server.kill()
-
+from tests.e2e.conftest import wait_until
+from tests.reliability.conftest import TINY_SPEC, Follower, RedisProcess, Stack, job_of
 
 @pytest.fixture(scope="module")
 def stack(make_stack: Any, redis_server: RedisProcess) -> Stack:
