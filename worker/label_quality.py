@@ -34,6 +34,7 @@ and `confident_off_diagonal`, the samples whose confident class is not their giv
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -128,13 +129,18 @@ def bootstrap_joints(
     probabilities: np.ndarray, given: np.ndarray, num_classes: int, resamples: int, seed: int
 ) -> np.ndarray:
     """Q[b, given, true] of `resamples` resamples of the samples (with replacement, seeded),
-    the thresholds estimated again in each.
+    the thresholds estimated again in each."""
+    return resampled_joints(probabilities, given, num_classes, _resample_counts(len(given), resamples, seed))
 
-    A resample is a count per sample (its weight). A sample whose every p_j lies on the same side
-    of t_j in all resamples has one confident class in them all, so its weight goes to one cell of
-    C; only the samples near a threshold (a few percent) are compared resample by resample."""
-    n, k = probabilities.shape
-    weights = _resample_counts(n, resamples, seed)
+
+def resampled_joints(probabilities: np.ndarray, given: np.ndarray, num_classes: int,
+                     weights: np.ndarray) -> np.ndarray:
+    """Q[b, given, true] of resamples given as counts: weights[b, s] copies of sample s.
+
+    A sample whose every p_j lies on the same side of t_j in all resamples has one confident
+    class in them all, so its weight goes to one cell of C; only the samples near a threshold
+    (a few percent) are compared resample by resample."""
+    k, resamples = num_classes, len(weights)
     given_counts, thresholds = _weighted_thresholds(probabilities, given, k, weights)
     low, high = thresholds.min(0), thresholds.max(0)
     settled = ((probabilities >= high) | (probabilities < low)).all(1)
@@ -187,7 +193,8 @@ def _weighted_thresholds(
 def percentile_interval(samples: np.ndarray, level: float = BOOTSTRAP_LEVEL) -> tuple[np.ndarray, np.ndarray]:
     """The (1-level)/2 and (1+level)/2 percentiles over axis 0, ignoring nan."""
     tail = 100 * (1 - level) / 2
-    with np.errstate(invalid="ignore"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a class without mass in every resample: nan
         low, high = np.nanpercentile(samples, [tail, 100 - tail], axis=0)
     return low, high
 
