@@ -79,12 +79,12 @@ class JobLabels:
         return buffer.getvalue()
 
 
-def balanced_order(labels: np.ndarray, seed: int, stream: int = SUBSET_STREAM) -> np.ndarray:
+def balanced_order(labels: np.ndarray, seed: int) -> np.ndarray:
     """A seeded permutation in which every prefix holds each class in proportion (±1 sample).
 
     Within each class the samples come in random order; a sample's place is its rank in its
     class over the class size, so the classes interleave evenly."""
-    rng = np.random.default_rng([stream, seed])
+    rng = np.random.default_rng([SUBSET_STREAM, seed])
     order = rng.permutation(len(labels))
     shuffled = labels[order]
     counts = np.bincount(shuffled)
@@ -120,9 +120,12 @@ def make_labels(spec: ResolvedSpec, dataset: LoadedData) -> JobLabels:
 
 def fold_assignment(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
     """The cross-fitting fold (0..folds−1) of each sample: seeded, each fold balanced over
-    `labels` (the noisy ones) to ±1 sample per class, fold sizes within one of each other."""
+    `labels` (the noisy ones) to ±1 sample per class, fold sizes within one of each other.
+
+    The samples sorted by label, in random order within a label, are dealt to the folds in turn."""
+    rng = np.random.default_rng([FOLD_STREAM, seed])
     fold = np.empty(len(labels), dtype=np.int64)
-    fold[balanced_order(labels, seed, FOLD_STREAM)] = np.arange(len(labels)) % folds
+    fold[np.lexsort((rng.random(len(labels)), labels))] = np.arange(len(labels)) % folds
     return fold
 
 

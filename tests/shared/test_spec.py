@@ -124,3 +124,16 @@ def test_asymmetric_noise_is_refused_for_an_uploaded_data_set():
     info = DataInfo(10, 1, 28, 1000, "mnist", builtin=False)
     with pytest.raises(SpecError, match="use pairflip, or transition"):
         resolve_spec(JobSpec(dataset="ds_x", noise={"type": "asymmetric", "rate": 0.2}), info)
+
+
+@pytest.mark.parametrize("folds", [1, 11, -1])
+def test_cross_fit_folds_outside_0_or_2_to_10_is_refused_naming_the_range(folds):
+    with pytest.raises(SpecError) as refused:
+        resolve_spec(JobSpec.parse({"dataset": "fashion-mnist", "cross_fit_folds": folds}))
+    assert refused.value.field == "cross_fit_folds"
+    assert "0 (off) or a number of folds from 2 to 10" in refused.value.message and str(folds) in refused.value.message
+
+
+def test_cross_fit_folds_is_off_unless_asked_and_kept_in_the_resolved_spec():
+    assert resolve(dataset="fashion-mnist").cross_fit_folds == 0
+    assert resolve(dataset="fashion-mnist", cross_fit_folds=5).to_json()["cross_fit_folds"] == 5
