@@ -31,6 +31,8 @@ from shared.spec import ResolvedSpec
 
 # Everything is computed in fp32 (fp64 stays fp64) from log p = log_softmax(z), and p^q is written
 # exp(q·log p), so values and gradients stay finite for logits up to ±1e4, where p is exactly 0 or 1.
+# 1 - p is -expm1(log p), and 1 - p^q is -expm1(q·log p): exact where p is close to 1, where
+# 1 - exp(log p) would round to 0.
 EPS = 1e-7
 """Floor of 1 - p in the focal factor (1 - p)^γ: for γ < 1 its derivative is infinite at p = 1,
 and ∞·0 would make the gradient NaN. It changes the loss by less than EPS^γ·EPS."""
@@ -94,17 +96,17 @@ def focal(log_p: Tensor, gamma: float) -> Tensor:
 
 @implements("gce")
 def generalized_cross_entropy(log_p: Tensor, q: float) -> Tensor:
-    return (1 - torch.exp(q * log_p)) / q  # GCE = (1 - p_y^q) / q  (Sec. 5.3)
+    return -torch.expm1(q * log_p) / q  # GCE = (1 - p_y^q) / q  (Sec. 5.3)
 
 
 @implements("mae")
 def mean_absolute_error(log_p: Tensor) -> Tensor:
-    return 1 - log_p.exp()  # MAE = 1 - p_y, half the paper's Σ_k |p_k - q_k| = 2(1 - p_y)  (Sec. 3.1)
+    return -torch.expm1(log_p)  # MAE = 1 - p_y, half the paper's Σ_k |p_k - q_k| = 2(1 - p_y)  (Sec. 3.1)
 
 
 @implements("rce")
 def reverse_cross_entropy(log_p: Tensor, A: float) -> Tensor:
-    return -A * (1 - log_p.exp())  # RCE = -Σ_k p_k log q_k with log 0 := A, = -A(1 - p_y)  (Sec. 3.1)
+    return A * torch.expm1(log_p)  # RCE = -Σ_k p_k log q_k with log 0 := A, = -A(1 - p_y)  (Sec. 3.1)
 
 
 register_normalized("nce")  # NCE = log p_y / log Π_k p_k  (Eq. 2)

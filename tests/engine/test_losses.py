@@ -304,3 +304,13 @@ def test_safe_under_bf16_autocast():
     loss.backward()
     assert logits.dtype == torch.bfloat16 and loss.dtype == torch.float32
     assert torch.isfinite(loss) and torch.isfinite(layer.weight.grad).all()
+
+
+@pytest.mark.parametrize("name", ["mae", "rce", "gce"])
+def test_one_minus_p_keeps_its_precision_when_p_is_close_to_one(name):
+    """1 - p from log p = -1e-10 (p = 1 - 1e-10) is 1e-10, not the 0 of 1 - exp(log p) in fp32."""
+    log_p = torch.tensor([[-1e-10, -23.0]])
+    params = {"mae": {}, "rce": {"A": -4.0}, "gce": {"q": 0.7}}[name]
+    value = IMPLEMENTATIONS[name](log_p, **params)[0, 0].item()
+    expected = {"mae": 1e-10, "rce": 4.0 * 1e-10, "gce": -math.expm1(0.7 * -1e-10) / 0.7}[name]  # float64
+    assert value == pytest.approx(expected, rel=1e-5)
