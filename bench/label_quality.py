@@ -88,21 +88,23 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def time_assessment(repeats: int = 3) -> float:
-    """Best of `repeats` wall seconds of assess_labels on 60,000 × 10 (200 bootstrap resamples)."""
+def time_assessment(repeats: int = 3) -> tuple[float, float]:
+    """Best of `repeats` (CPU seconds, wall seconds) of assess_labels on 60,000 × 10 with clean
+    labels (200 bootstrap resamples). CPU time is what an idle core would take: this machine is
+    shared, and its wall time is mostly waiting for a core."""
     rng = np.random.default_rng(0)
     n, k = 60_000, 10
     true = rng.integers(0, k, n)
     given = np.where(rng.random(n) < 0.4, rng.integers(0, k, n), true)
     logits = rng.normal(0, 1, (n, k))
     logits[np.arange(n), true] += 4
-    probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    best = float("inf")
+    probabilities = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32)
+    best_cpu = best_wall = float("inf")
     for _ in range(repeats):
-        started = time.perf_counter()
-        assess_labels(probabilities.astype(np.float32), given, k, clean=true)
-        best = min(best, time.perf_counter() - started)
-    return best
+        cpu, wall = time.process_time(), time.perf_counter()
+        assess_labels(probabilities, given, k, clean=true)
+        best_cpu, best_wall = min(best_cpu, time.process_time() - cpu), min(best_wall, time.perf_counter() - wall)
+    return best_cpu, best_wall
 
 
 def main() -> None:
@@ -117,7 +119,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
-    print(f"assess_labels, 60,000 × 10, 200 resamples: {time_assessment():.2f} s (best of 3)", flush=True)
+    cpu, wall = time_assessment()
+    print(f"assess_labels, 60,000 × 10, 200 resamples: {cpu:.2f} s CPU, {wall:.2f} s wall (best of 3)", flush=True)
     dataset = load_dataset("fashion-mnist", args.data_dir)
     dataset = dataclasses.replace(dataset, x_test=dataset.x_test[:args.test_size], y_test=dataset.y_test[:args.test_size])
     rows: list[dict] = []
