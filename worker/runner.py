@@ -203,7 +203,7 @@ def run_job(
     train_seconds = time.perf_counter() - started - data_seconds
     if outcome.stopped:
         return {"status": "stopped", "epochs_completed": outcome.epochs_completed}
-    cross_fitted = None
+    cross_fitted = fold = None
     if spec.cross_fit_folds:
         fold = fold_assignment(labels.noisy[labels.train_indices], spec.cross_fit_folds, spec.seed)
         cross_fitted = cross_fitted_probabilities(spec, data, fold, sink, callbacks, device)
@@ -217,7 +217,7 @@ def run_job(
     sink.put("suspected_mislabels.csv", mislabels_csv(labels, scored, quality))
     sink.put("label_report.json", json.dumps(finite(quality.report), indent=2, allow_nan=False).encode())
     sink.put("label_heatmap.png", heatmap(spec, quality.report))
-    sink.put("label_probabilities.npz", probabilities_npz(labels, scored, cross_fitted, spec))
+    sink.put("label_probabilities.npz", probabilities_npz(labels, scored, cross_fitted, fold))
     sink.put("plot.png", job_plot(outcome.history))
     corrupted = labels.corrupted[labels.train_indices]
     report = noise_report(labels.clean[labels.train_indices], labels.noisy[labels.train_indices], dataset.num_classes)
@@ -278,13 +278,12 @@ def heatmap(spec: ResolvedSpec, report: dict[str, Any]) -> bytes:
 
 
 def probabilities_npz(labels: JobLabels, scored: SamplePredictions, cross_fitted: np.ndarray | None,
-                      spec: ResolvedSpec) -> bytes:
+                      fold: np.ndarray | None) -> bytes:
     """What the report was computed from, per training sample (in the order of train_indices)."""
     arrays = {"train_indices": labels.train_indices, "given": labels.noisy[labels.train_indices],
               "in_sample": scored.probabilities}
     if cross_fitted is not None:
-        arrays["cross_fitted"] = cross_fitted
-        arrays["fold"] = fold_assignment(arrays["given"], spec.cross_fit_folds, spec.seed)
+        arrays.update(cross_fitted=cross_fitted, fold=fold)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     return buffer.getvalue()
