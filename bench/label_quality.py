@@ -116,6 +116,9 @@ def main() -> None:
     parser.add_argument("--test-size", type=int, default=2000, help="test images evaluated each epoch")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data-dir", default="var/data")
+    parser.add_argument("--noises", default=",".join(f"{kind}:{rate:g}" for kind, rate in NOISES),
+                        help="TYPE:RATE,... (default: %(default)s)")
+    parser.add_argument("--losses", default=",".join(LOSSES), help="default: %(default)s")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -124,8 +127,9 @@ def main() -> None:
     dataset = load_dataset("fashion-mnist", args.data_dir)
     dataset = dataclasses.replace(dataset, x_test=dataset.x_test[:args.test_size], y_test=dataset.y_test[:args.test_size])
     rows: list[dict] = []
-    for noise in NOISES:
-        for loss in LOSSES:
+    noises = [(kind, float(rate)) for kind, rate in (item.split(":") for item in args.noises.split(","))]
+    for noise in noises:
+        for loss in args.losses.split(","):
             rows += cell(dataset, noise, loss, args)
             print(table(rows[-2:]).splitlines()[-2:], flush=True)
             if args.out:
