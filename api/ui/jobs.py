@@ -55,10 +55,12 @@ def noise_label(spec: dict[str, Any]) -> str:
 
 
 def spec_rows(spec: dict[str, Any], preset: dict[str, Any] | None) -> list[SpecRow]:
+    """The spec's fields (an empty one, such as the matrix of non-transition noise, left out),
+    each with the preset's value where that differs."""
     ours, theirs = flat_spec(spec), flat_spec(preset) if preset is not None else None
     return [SpecRow(name, show(value),
                     show(theirs.get(name)) if theirs is not None and theirs.get(name) != value else None)
-            for name, value in ours.items()]
+            for name, value in ours.items() if value != []]
 
 
 def _list_url(filters: dict[str, str], cursor: str | None = None) -> str:

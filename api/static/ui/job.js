@@ -19,7 +19,7 @@
       ["memorized", "predicted as their noisy label (memorised)"],
       ["true_label_acc_on_corrupted", "predicted as their true label"],
     ] },
-    { title: "Loss", yLabel: "loss", series: [["train_loss", "training loss"], ["test_loss", "clean test loss"]] },
+    { title: `Training loss (${box.dataset.loss})`, yLabel: "loss", series: [["train_loss", "training loss"]] },
     { title: "Learning rate", yLabel: "learning rate", series: [["lr", "learning rate"]] },
   ];
   const epochs = Number(box.dataset.epochs) || 1;
