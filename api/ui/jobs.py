@@ -87,13 +87,13 @@ def jobs_page(
     filters = {"status": status or "", "dataset": dataset or "", "loss": loss or ""}
     page, next_cursor = jobs.list_jobs(session, visitor.user.id, status=_status(status), dataset=dataset or None,
                                        loss=loss or None, cursor=cursor or None, limit=PAGE_SIZE)
+    datasets = [(name, name) for name in DATASETS] + [
+        (row.id, f"{row.name} ({row.id})") for row in list_datasets(session, visitor.user.id)]
     return render(
-        request, "jobs.html", visitor, nav="jobs", jobs=page, filters=filters,
+        request, "jobs.html", visitor, nav="jobs", jobs=page, filters=filters, noise_label=noise_label,
         newest_url=_list_url(filters) if cursor else None,
-        older_url=_list_url(filters, next_cursor) if next_cursor else None, statuses=list(JobStatus), noise_label=noise_label,
-        datasets=[(name, name) for name in DATASETS] + [
-            (row.id, f"{row.name} ({row.id})") for row in list_datasets(session, visitor.user.id)],
-        losses=LOSS_NAMES,
+        older_url=_list_url(filters, next_cursor) if next_cursor else None,
+        statuses=list(JobStatus), datasets=datasets, losses=LOSS_NAMES,
         live=any(job.status in ACTIVE for job in page), live_ms=LIVE_MS,
     )
 

@@ -276,3 +276,9 @@ def test_every_asset_a_page_names_is_served_from_this_host(signed_in: TestClient
             if url.startswith("/static/"):
                 assert signed_in.get(url).status_code == 200, url
     assert signed_in.get("/static/vendor/uplot/LICENSE").status_code == 200
+
+
+def test_the_dashboards_root_leads_to_the_jobs(signed_in: TestClient):
+    for path in ("/ui", "/ui/"):
+        response = signed_in.get(path)
+        assert response.status_code == 200 and response.url.path == "/ui/jobs", path

@@ -19,11 +19,20 @@
     for (const id of ids) {
       const old = document.getElementById(id);
       const replacement = fresh.getElementById(id);
-      if (old && replacement) old.replaceWith(document.importNode(replacement, true));
+      if (old && replacement) update(old, replacement);
     }
     document.dispatchEvent(new CustomEvent("noisyfit:refreshed", { detail: { ids } }));
     return true;
   };
+
+  // The element stays (an aria-live region keeps announcing); its attributes and children change.
+  function update(element, replacement) {
+    for (const name of element.getAttributeNames()) {
+      if (!replacement.hasAttribute(name)) element.removeAttribute(name);
+    }
+    for (const name of replacement.getAttributeNames()) element.setAttribute(name, replacement.getAttribute(name));
+    element.replaceChildren(...Array.from(replacement.childNodes, (node) => document.importNode(node, true)));
+  }
 
   function watch() {
     const live = Array.from(document.querySelectorAll("[data-live][id]"));

@@ -132,7 +132,9 @@
       if (page.events.length < PAGE) break;
     }
     draw();
-    if (!done && box.dataset.finished !== "true") follow(after);
+    const renderedFinished = box.dataset.finished === "true";
+    if (done && !renderedFinished) refreshSummary(); // it finished between the page and its metrics
+    if (!done && !renderedFinished) follow(after);
   }
 
   load().catch((error) => showError(`The metrics could not be read: ${error.message}. Reload the page.`));

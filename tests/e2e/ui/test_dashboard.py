@@ -8,12 +8,13 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Page
 
 from tests.e2e.conftest import FINISHED, Workers, wait_for_status
 from tests.e2e.ui.conftest import WIDTHS, UiUser, Visit, fits, screenshot, sign_in
 
 LIVE_JOB = {"dataset": "fashion-mnist", "noise": {"type": "symmetric", "rate": 0.4}, "loss": "nce+rce",
-            "epochs": 3, "train_size": 500, "seed": 0, "lr": 0.02}
+            "epochs": 2, "train_size": 500, "seed": 0, "lr": 0.02}
 ACCURACY_CHART = "#charts figure:first-child"
 
 
@@ -25,7 +26,7 @@ def submit(http: httpx.Client, **changes: Any) -> str:
 
 @pytest.fixture(scope="module")
 def live_job(ui_user: UiUser, workers: Workers) -> str:
-    """A tiny job (3 epochs of 500 samples), submitted once the worker is up; not waited for."""
+    """A tiny job (2 epochs of 500 samples), submitted once the worker is up; not waited for."""
     workers.ensure_running()
     return submit(ui_user.http)
 
@@ -40,12 +41,12 @@ def points(visit: Visit) -> int:
     return int(visit.page.get_attribute(ACCURACY_CHART, "data-points") or 0)
 
 
-def wait_for(visit: Visit, predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+def wait_for(page: Page, predicate: Callable[[], bool], timeout_s: float, what: str | Callable[[], str]) -> None:
     """Poll the page (page.wait_for_function would evaluate a string, which the pages' CSP forbids)."""
     deadline = time.monotonic() + timeout_s
     while not predicate():
-        assert time.monotonic() < deadline, f"waited {timeout_s}s for {what}"
-        visit.page.wait_for_timeout(200)
+        assert time.monotonic() < deadline, f"waited {timeout_s}s for {what() if callable(what) else what}"
+        page.wait_for_timeout(200)
 
 
 def test_a_request_to_another_host_is_caught(visit: Callable[..., Visit]):
@@ -98,7 +99,7 @@ def test_a_running_jobs_chart_and_status_update_without_a_reload(visit: Callable
     assert seen[0] < LIVE_JOB["epochs"] and first_status in ("queued", "running"), (
         "the job finished before its page was open; nothing live left to see")
     while seen[-1] < LIVE_JOB["epochs"]:
-        wait_for(job_view, lambda: points(job_view) > seen[-1], 240, f"more than {seen[-1]} points")
+        wait_for(job_view.page, lambda: points(job_view) > seen[-1], 240, f"more than {seen[-1]} points")
         seen.append(points(job_view))
     job_view.page.wait_for_selector('#job-head[data-status="succeeded"]', timeout=60_000)
     job_view.page.wait_for_selector('#job-artifacts a:text("result.json")', timeout=30_000)
@@ -147,8 +148,10 @@ def test_a_cancel_without_the_csrf_token_is_refused(visit: Callable[..., Visit],
         assert refused.status == 403 and "security token" in refused.text()
     assert ui_user.http.get(f"/v1/jobs/{job}").json()["cancel_requested"] is False
     page.get_by_role("button", name="Cancel job").click()
-    page.wait_for_selector('#job-head[data-status="cancelled"]', timeout=120_000)
-    assert wait_for_status(ui_user.http, job, FINISHED, timeout_s=60)["status"] == "cancelled"
+    assert wait_for_status(ui_user.http, job, FINISHED, timeout_s=120)["status"] == "cancelled"
+    head = page.locator("#job-head")
+    wait_for(page, lambda: head.get_attribute("data-status") == "cancelled", 30,
+             lambda: f"the page to show the job cancelled without a reload; it shows {head.inner_text()!r}")
 
 
 @pytest.mark.parametrize("width", WIDTHS)
@@ -163,8 +166,8 @@ def test_every_page_fits_the_width_and_is_saved_as_a_screenshot(visit: Callable[
     assert fits(page), "the jobs list"
     screenshot(page, "jobs")
     page.goto(f"/ui/jobs/{finished_job}")
-    wait_for(view, lambda: points(view) == LIVE_JOB["epochs"], 30, "the charts")
-    wait_for(view, lambda: page.evaluate("document.querySelector('img.plot').complete"), 30, "the plot")
+    wait_for(page, lambda: points(view) == LIVE_JOB["epochs"], 30, "the charts")
+    wait_for(page, lambda: page.evaluate("document.querySelector('img.plot').complete"), 30, "the plot")
     assert fits(page), "the job page"
     screenshot(page, "job")
     page.goto("/ui/jobs/job_0000000000")
