@@ -24,10 +24,12 @@ on clean images, like the test set, instead of a mixture of a whole epoch's mode
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +51,9 @@ SCHEDULES = {
     "cosine": lambda opt, spec: CosineAnnealingLR(opt, T_max=spec.epochs, eta_min=spec.lr_min),
     "constant": lambda opt, spec: ConstantLR(opt, factor=1.0, total_iters=0),
 }
+CUBLAS_WORKSPACE = ":4096:8"
+"""CUBLAS_WORKSPACE_CONFIG that makes cuBLAS deterministic (CUDA >= 10.2); read when the process
+first creates a cuBLAS handle, so a job's process sets it before its first matrix multiply."""
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}  # the autocast dtype
 AUGMENTS: dict[str, tuple[str, ...]] = {
     "none": (),
@@ -193,6 +198,14 @@ def train(
     """Train from a resolved spec (shared.spec.resolve_spec), resuming from `resume` if given
     (a TrainState.state_dict(), e.g. checkpoints.read_resume(bytes))."""
     device = torch.device(device or default_device())
+    with determinism(spec.deterministic and device.type == "cuda"):
+        return _train(spec, data, callbacks, device, resume)
+
+
+def _train(
+    spec: ResolvedSpec, data: PreparedData, callbacks: Sequence[Callback], device: torch.device,
+    resume: dict[str, Any] | None,
+) -> TrainResult:
     data = data.to(device)
     state = new_state(spec, data, device)
     if resume is not None:
@@ -213,6 +226,28 @@ def train(
         for callback in callbacks:
             callback.on_epoch_end(state, metrics)
     return TrainResult(state, stopped=False)
+
+
+@contextlib.contextmanager
+def determinism(enabled: bool) -> Iterator[None]:
+    """While enabled: cuDNN's deterministic kernels without autotuning, torch's deterministic
+    algorithms (an op that has none raises, naming itself, rather than vary silently) and cuBLAS's
+    fixed workspace; the previous settings come back after. For CUDA runs (spec.deterministic):
+    on a CPU the same spec gives the same weights without it."""
+    if not enabled:
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    saved = (cudnn.deterministic, cudnn.benchmark, torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled())
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    cudnn.deterministic, cudnn.benchmark = True, False
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        cudnn.deterministic, cudnn.benchmark = saved[0], saved[1]
+        torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
 
 
 def check_finite(state: TrainState, train_loss: float, epoch: int) -> None:

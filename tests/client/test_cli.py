@@ -42,14 +42,17 @@ def test_spec_flags_override_the_file_and_set_reaches_nested_fields():
     args = parse(
         "submit", "spec.json", "--dataset", "cifar10", "--loss", "nce+rce", "--noise", "asymmetric:0.4",
         "--epochs", "5", "--seed", "2", "--set", "loss_params.q=0.1", "--set", "nesterov=true",
-        "--set", "augment=none", "--set", "noise.rate=0.3",
+        "--set", "augment=none", "--set", "noise.rate=0.3", "--deterministic",
     )
     spec = spec_from_args(args, {"dataset": "mnist", "alpha": 10.0, "loss_params": {"gamma": 0.5}})
     assert spec == {
         "dataset": "cifar10", "loss": "nce+rce", "alpha": 10.0, "epochs": 5, "seed": 2,
         "noise": {"type": "asymmetric", "rate": 0.3}, "loss_params": {"gamma": 0.5, "q": 0.1},
-        "nesterov": True, "augment": "none",
+        "nesterov": True, "augment": "none", "deterministic": True,
     }
+    off = spec_from_args(parse("submit", "--no-deterministic"), {"dataset": "mnist", "deterministic": True})
+    assert off == {"dataset": "mnist", "deterministic": False}
+    assert "deterministic" not in spec_from_args(parse("submit", "--dataset", "mnist"))
 
 
 def test_submit_sweep_submit_and_train_read_the_same_spec_flags(tmp_path: Path):
