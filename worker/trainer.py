@@ -183,6 +183,26 @@ class TrainResult:
     def best_test_accuracy(self) -> float | None:
         return self.state.best_test_accuracy
 
+    @property
+    def final_val_accuracy(self) -> float | None:
+        """The last epoch's accuracy on the noisy validation split; None without one."""
+        return self.state.history[-1].get("val_acc") if self.state.history else None
+
+    @property
+    def best_val_epoch(self) -> int | None:
+        """The epoch of the highest noisy-validation accuracy, the earliest of equals (early
+        stopping keeps a model until a later one does strictly better); None without a split."""
+        scored = [(m["val_acc"], -m["epoch"]) for m in self.state.history if m.get("val_acc") is not None]
+        return -max(scored)[1] if scored else None
+
+    @property
+    def test_accuracy_at_best_val(self) -> float | None:
+        """The clean test accuracy of the epoch the noisy validation picks (best_val_epoch)."""
+        epoch = self.best_val_epoch
+        if epoch is None:
+            return None
+        return next(m["test_acc"] for m in self.state.history if m["epoch"] == epoch)
+
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"

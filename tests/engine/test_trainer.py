@@ -17,6 +17,8 @@ from worker.trainer import (
     PAD,
     Callback,
     PreparedData,
+    TrainResult,
+    TrainState,
     augment,
     batch_bounds,
     determinism,
@@ -351,3 +353,26 @@ def test_weights_that_become_infinite_fail_as_diverged(fashion):
 
     with pytest.raises(Diverged, match="the weights became NaN or infinite"):
         train(spec_for(epochs=1, train_size=100), prepared(fashion, 100, n_test=100), [Poison()], device="cpu")
+
+
+# Choosing by the noisy validation split
+
+
+def result_with(history: list[dict]) -> TrainResult:
+    return TrainResult(TrainState(spec_for(), None, None, None, epoch=len(history), history=history), stopped=False)
+
+
+def test_validation_picks_the_epoch_of_highest_val_acc_the_earliest_of_equals():
+    history = [{"epoch": e, "val_acc": v, "test_acc": t}
+               for e, v, t in [(1, 0.5, 0.61), (2, 0.7, 0.72), (3, 0.6, 0.80), (4, 0.7, 0.75), (5, 0.65, 0.9)]]
+    result = result_with(history)
+    assert result.final_val_accuracy == 0.65
+    assert result.best_val_epoch == 2, "epoch 4 ties epoch 2: the earlier stays"
+    assert result.test_accuracy_at_best_val == 0.72
+    assert result.best_test_accuracy is None and result.final_test_accuracy == 0.9
+
+
+def test_without_a_validation_split_the_validation_figures_are_none():
+    result = result_with([{"epoch": 1, "test_acc": 0.5}, {"epoch": 2, "test_acc": 0.6}])
+    assert (result.final_val_accuracy, result.best_val_epoch, result.test_accuracy_at_best_val) == (None, None, None)
+    assert result_with([]).best_val_epoch is None
