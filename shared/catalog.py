@@ -300,7 +300,23 @@ PAPER_GRIDS: dict[str, dict] = {
     "table2": {"noise.type": ["symmetric"], "noise.rate": [0.0, 0.2, 0.4, 0.6, 0.8], "loss": PAPER_LOSSES},
     "table3": {"noise.type": ["asymmetric"], "noise.rate": [0.1, 0.2, 0.3, 0.4], "loss": PAPER_LOSSES},
     "alpha-beta": {"alpha": [0.1, 1.0, 10.0], "beta": [0.1, 1.0, 10.0, 100.0], "validation_split": [0.2]},
+    # Choosing without clean labels: each candidate loss at the α/β its reference configs use for
+    # MNIST, CIFAR-10 and CIFAR-100 (ce and gce: their preset), judged on a 20% noisy validation
+    # split. "loss,alpha,beta" links the three fields: they vary together, one triple per cell;
+    # null leaves a value to the loss's preset (a single term takes no beta).
+    "select": {
+        "loss,alpha,beta": [
+            ["ce", None, None], ["gce", None, None],
+            ["sce", 0.01, 1.0], ["sce", 0.1, 1.0], ["sce", 6.0, 0.1],
+            *([loss, alpha, beta] for loss in ("nce+rce", "nfl+rce") for alpha, beta in ((1.0, 10.0), (1.0, 1.0), (10.0, 0.1))),
+            ["nce+mae", 1.0, 10.0], ["nce+mae", 1.0, 1.0], ["nce+mae", 10.0, 1.0],
+        ],
+        "validation_split": [0.2],
+    },
 }
+PAPER_GRID_BASE: dict[str, dict] = {"select": {"epochs": 10}}
+"""What a preset fills into the base spec where the base is silent: `select` is a short budget
+(a fifth of the MNIST recipe's 50 epochs); a base that sets epochs keeps its own."""
 
 def robust_terms(role: Role) -> list[str]:
     """The robust single terms of a role: what a combination may use."""
@@ -335,4 +351,5 @@ def catalog() -> dict:
         "recipes": RECIPES,
         "presets": LOSS_PRESETS,
         "sweep_presets": PAPER_GRIDS,
+        "sweep_preset_base": PAPER_GRID_BASE,
     }

@@ -133,9 +133,10 @@ def test_the_table_is_mean_and_sample_std_of_the_succeeded_runs(client: TestClie
     as_csv = client.get(f"/v1/sweeps/{sweep['id']}/table", params={"format": "csv"}, headers=user_headers)
     assert as_csv.headers["content-type"] == "text/csv; charset=utf-8"
     lines = list(csv.reader(io.StringIO(as_csv.text)))
-    assert lines[0] == ["loss", "noise.rate", "mean_accuracy_fraction", "std_accuracy_fraction", "n", "runs"]
-    assert lines[1][:2] == ["ce", "0.4"] and float(lines[1][2]) == pytest.approx(0.82) and lines[1][4:] == ["3", "3"]
-    assert lines[2][:2] == ["nce+rce", "0.4"] and float(lines[2][3]) == pytest.approx(0.028284271) and lines[2][4:] == ["2", "3"]
+    assert lines[0] == ["loss", "noise.rate", "mean_accuracy_fraction", "std_accuracy_fraction", "n", "runs",
+                        "val_mean_accuracy_fraction", "val_std_accuracy_fraction", "best_by_validation"]
+    assert lines[1][:2] == ["ce", "0.4"] and float(lines[1][2]) == pytest.approx(0.82) and lines[1][4:6] == ["3", "3"]
+    assert lines[2][:2] == ["nce+rce", "0.4"] and float(lines[2][3]) == pytest.approx(0.028284271) and lines[2][4:6] == ["2", "3"]
 
     as_md = client.get(f"/v1/sweeps/{sweep['id']}/table", params={"format": "markdown"}, headers=user_headers)
     assert as_md.headers["content-type"] == "text/markdown; charset=utf-8"

@@ -117,12 +117,16 @@ def test_aggregation_matches_hand_computed_mean_and_sample_std():
     ce_02, ce_04, apl_02, apl_04 = rows
     # 0.8, 0.9, 0.7: mean 0.8, deviations ±0.1 → s² = (0.01 + 0.01) / 2 = 0.01
     assert ce_02["n"] == 3 and ce_02["mean"] == pytest.approx(0.8) and ce_02["std"] == pytest.approx(0.1)
-    assert ce_04 == {"cell": {"loss": "ce", "noise.rate": 0.4}, "mean": None, "std": None, "n": 0, "runs": []}
+    assert ce_04 == {"cell": {"loss": "ce", "noise.rate": 0.4}, "mean": None, "std": None, "n": 0,
+                     "val_mean": None, "val_std": None, "resolved": None, "runs": []}
     assert apl_02["n"] == 1 and apl_02["mean"] == pytest.approx(0.95) and apl_02["std"] is None
     assert [(r["id"], r["status"]) for r in apl_02["runs"]] == [("d", "succeeded"), ("e", "failed"), ("f", "running")]
     # 0.5, 0.6: s = |0.6 - 0.5| / √2
     assert apl_04["mean"] == pytest.approx(0.55) and apl_04["std"] == pytest.approx(0.1 / math.sqrt(2))
-    assert apl_04["runs"][1] == {"id": "h", "seed": 1, "status": "succeeded", "final_test_accuracy": 0.6}
+    assert apl_04["runs"][1] == {"id": "h", "seed": 1, "status": "succeeded", "final_test_accuracy": 0.6,
+                                 "final_val_accuracy": None}
+    assert apl_04["resolved"] == {"loss": "nce+rce", "alpha": None, "beta": None, "loss_params": {"q": 0.7}}
+    assert apl_04["val_mean"] is None and apl_04["val_std"] is None, "no run held out a validation split"
 
 
 def test_aggregation_matches_integer_and_float_grid_values():
@@ -147,11 +151,13 @@ def rows_for_table() -> list[dict]:
 def test_csv_has_a_header_and_a_line_per_cell_with_fractions():
     text = table_csv(rows_for_table())
     lines = list(csv.reader(io.StringIO(text)))
-    assert lines[0] == ["noise.type", "loss", "noise.rate", "mean_accuracy_fraction", "std_accuracy_fraction", "n", "runs"]
+    assert lines[0] == ["noise.type", "loss", "noise.rate", "mean_accuracy_fraction", "std_accuracy_fraction", "n", "runs",
+                        "val_mean_accuracy_fraction", "val_std_accuracy_fraction", "best_by_validation"]
     assert len(lines) == 5
-    assert lines[1][:3] == ["symmetric", "ce", "0.2"] and lines[1][5:] == ["2", "2"]
+    assert lines[1][:3] == ["symmetric", "ce", "0.2"] and lines[1][5:7] == ["2", "2"]
     assert float(lines[1][3]) == pytest.approx(0.85) and float(lines[1][4]) == pytest.approx(0.1 / math.sqrt(2))
-    assert lines[2][3:] == ["0.6", "", "1", "1"], "one run: no std"
+    assert lines[2][3:7] == ["0.6", "", "1", "1"], "one run: no std"
+    assert all(line[7:] == ["", "", "0"] for line in lines[1:]), "no validation split: no figures, no best"
 
 
 def test_csv_quotes_values_that_hold_commas():
