@@ -24,9 +24,9 @@ from client.spec_flags import (
     spec_from_args,
     split_assignment,
 )
-from shared.catalog import PAPER_GRIDS
+from shared.catalog import PAPER_GRID_BASE, PAPER_GRIDS
 from shared.errors import SpecError
-from shared.sweeps import check_grid, paper_grid, table_markdown
+from shared.sweeps import check_grid, paper_base, paper_grid, table_markdown
 
 Json = dict[str, Any]
 Command = Callable[[argparse.Namespace], int]
@@ -117,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = command("submit", cmd_sweep_submit, "submit a sweep: a grid of jobs", sweep)
     sub.add_argument("file", nargs="?", metavar="SWEEP.json", help='{"base": SPEC, "grid": {FIELD: [VALUES]}}')
-    sub.add_argument("--preset", choices=list(PAPER_GRIDS), help="the paper's grid (Table 2, Table 3, the α/β search)")
+    sub.add_argument("--preset", choices=list(PAPER_GRIDS), help=(
+        "the paper's grid (Table 2, Table 3, the α/β search), or select: candidate losses and α/β judged on a "
+        f"noisy validation split, {PAPER_GRID_BASE['select']['epochs']} epochs unless --epochs"))
     sub.add_argument("--seeds", default="0,1,2", help="seeds of a preset grid (default: 0,1,2)")
     sub.add_argument(
         "--grid", action="append", default=[], metavar="FIELD=V1,V2", help="a grid field and its values (repeatable)"
@@ -374,6 +376,7 @@ def cmd_sweep_submit(args: argparse.Namespace) -> int:
         if "dataset" not in base:
             raise UsageError("--preset needs --dataset (the paper's grids are per data set)")
         grid = {**paper_grid(args.preset, base["dataset"], _seeds(args.seeds)), **grid}
+        base = paper_base(args.preset, base)
     for entry in args.grid:
         key, values = split_assignment(entry, "--grid")
         grid[key] = [parse_value(v) for v in values.split(",")]

@@ -13,7 +13,7 @@ import client.http
 from client.cli import build_parser, main
 from client.http import NoisyfitClient
 from client.spec_flags import parse_noise, spec_from_args
-from shared.catalog import PAPER_LOSSES
+from shared.catalog import PAPER_GRIDS, PAPER_LOSSES
 from tests.client.conftest import FakeApi, error, event_stream, job, sse
 
 
@@ -217,6 +217,16 @@ def test_sweep_submit_with_a_preset_sends_the_papers_grid(cli: FakeApi, capsys: 
     assert json.loads(cli.requests[1].content)["grid"]["loss"] == PAPER_LOSSES
 
 
+def test_sweep_submit_with_the_select_preset_sends_linked_candidates_on_a_short_budget(cli: FakeApi):
+    cli.route("POST", "/v1/sweeps", lambda r: httpx.Response(201, json={"id": "s1", "jobs": ["a"] * 14}))
+    assert main(["sweep", "submit", "--preset", "select", "--dataset", "fashion-mnist", "--seeds", "0"]) == 0
+    body = json.loads(cli.requests[0].content)
+    assert body["base"] == {"epochs": 10, "dataset": "fashion-mnist"}
+    assert body["grid"] == {**PAPER_GRIDS["select"], "seed": [0]}
+    assert main(["sweep", "submit", "--preset", "select", "--dataset", "mnist", "--epochs", "3"]) == 0
+    assert json.loads(cli.requests[1].content)["base"]["epochs"] == 3
+
+
 def test_sweep_submit_from_a_file(cli: FakeApi, tmp_path: Path):
     cli.route("POST", "/v1/sweeps", lambda r: httpx.Response(201, json={"id": "s1", "jobs": []}))
     sweep = {"base": {"dataset": "mnist", "loss": "nce+rce"}, "grid": {"alpha": [0.1, 1.0], "seed": [0]}}
@@ -246,6 +256,18 @@ def test_sweep_status_prints_counts_and_the_table(cli: FakeApi, capsys: pytest.C
         "| ce | 85.00 ± 1.00 |",
         "| nce+rce | **90.00 ± 2.00** |",
     ]
+
+
+def test_sweep_status_names_the_best_by_noisy_validation_and_the_recommendation(cli: FakeApi, capsys):
+    rows = [{"cell": {"alpha": a, "beta": 1.0}, "mean": m, "std": None, "n": 1, "val_mean": v, "val_std": None,
+             "resolved": {"loss": "nce+rce", "alpha": a, "beta": 1.0, "loss_params": {"A": -9.21}}}
+            for a, m, v in ((0.1, 0.9, 0.6), (1.0, 0.8, 0.7), (10.0, 0.7, 0.65))]
+    cli.route("GET", "/v1/sweeps/s1", {"id": "s1", "status": "succeeded", "jobs": ["a"] * 3, "table": rows})
+    assert main(["sweep", "status", "s1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "| 1.0 | 1.0 | 80.00 | 1 | 70.00 † |" in out
+    assert "recommended: nce+rce, alpha 1, beta 1 (noisy validation 70.00%, test 80.00%)" in out
+    assert "Kendall's τ between the validation and the test ranking: -0.33 over 3 cells" in out
 
 
 def test_sweep_table_asks_the_api_for_the_format(cli: FakeApi, capsys: pytest.CaptureFixture):
