@@ -267,6 +267,8 @@ def format_job(job: Json) -> str:
             f"  final test accuracy {percent(result.get('final_test_accuracy'))}"
             f"  best {percent(result.get('best_test_accuracy'))}"
         )
+        if result.get("final_val_accuracy") is not None:
+            lines.append("  " + validation_summary(result))
     error = job.get("error") or {}
     if error:
         lines.append(f"  error: {error.get('message', error)}" + (f" [{error['code']}]" if error.get("code") else ""))
@@ -274,6 +276,12 @@ def format_job(job: Json) -> str:
     if times:
         lines.append("  " + "  ".join(times))
     return "\n".join(lines)
+
+
+def validation_summary(result: Json) -> str:
+    """The noisy-validation figures of a result: what a user without clean labels chooses by."""
+    return (f"noisy validation {percent(result.get('final_val_accuracy'))} (last epoch); its best epoch "
+            f"{result.get('best_val_epoch')} has test accuracy {percent(result.get('test_accuracy_at_best_val'))}")
 
 
 def format_job_list(page: Json) -> str:
@@ -505,7 +513,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 130
     emit(args, result, lambda r: (
         f"final test accuracy {percent(r['final_test_accuracy'])}, best {percent(r['best_test_accuracy'])};"
-        f" artifacts in {args.out}"
+        f" artifacts in {args.out}" + (f"\n{validation_summary(r)}" if r.get("final_val_accuracy") is not None else "")
     ))  # fmt: skip
     return 0
 

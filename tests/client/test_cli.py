@@ -180,6 +180,15 @@ def test_watch_prints_each_epoch_and_ends_with_the_result(cli: FakeApi, capsys: 
     assert "final test accuracy 91.00%  best 92.00%" in lines[5]
 
 
+def test_status_of_a_job_with_a_validation_split_shows_what_it_chooses_by(cli: FakeApi, capsys):
+    result = {"final_test_accuracy": 0.8, "best_test_accuracy": 0.85, "final_val_accuracy": 0.6,
+              "best_val_epoch": 4, "test_accuracy_at_best_val": 0.84}
+    cli.route("GET", "/v1/jobs/j1", job(status="succeeded", result=result))
+    assert main(["status", "j1"]) == 0
+    assert "  noisy validation 60.00% (last epoch); its best epoch 4 has test accuracy 84.00%" in \
+        capsys.readouterr().out.splitlines()
+
+
 def test_watch_of_a_failed_job_exits_1(cli: FakeApi, capsys: pytest.CaptureFixture):
     cli.route("GET", "/v1/jobs/j1", job(status="failed", error={"code": "oom", "message": "out of memory"}))
     assert main(["watch", "j1"]) == 1
