@@ -249,3 +249,22 @@ def _train_size(train_size: int | None, data: DataInfo) -> int:
     if train_size < 10 * data.num_classes:
         raise SpecError(f"use a train_size of at least {10 * data.num_classes} (10 per class)", "train_size")
     return train_size
+
+
+def paper_preset(resolved: ResolvedSpec, data: DataInfo | None = None) -> ResolvedSpec:
+    """The spec the paper's preset gives for a run's data set, loss and noise, with nothing else
+    asked: what a dashboard marks the run's own choices against."""
+    noise = NoiseSettings(type=resolved.noise.type, rate=resolved.noise.rate,
+                          matrix=[list(row) for row in resolved.noise.matrix] or None)
+    return resolve_spec(JobSpec(dataset=resolved.dataset, loss=resolved.loss, noise=noise), data)
+
+
+def flat_spec(spec: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A spec's values under dotted names, as a sweep's grid names them (`noise.rate`, `loss_params.q`)."""
+    flat: dict[str, Any] = {}
+    for name, value in spec.items():
+        if isinstance(value, dict):
+            flat.update(flat_spec(value, f"{prefix}{name}."))
+        else:
+            flat[prefix + name] = value
+    return flat

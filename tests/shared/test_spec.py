@@ -6,7 +6,7 @@ from pydantic import ValidationError
 from shared.catalog import A_REFERENCE
 from shared.errors import SpecError
 from shared.rules import parse_loss
-from shared.spec import DataInfo, JobSpec, resolve_spec
+from shared.spec import DataInfo, JobSpec, flat_spec, paper_preset, resolve_spec
 
 
 def resolve(**fields):
@@ -140,3 +140,14 @@ def test_asymmetric_noise_is_refused_for_an_uploaded_data_set():
     info = DataInfo(10, 1, 28, 1000, "mnist", builtin=False)
     with pytest.raises(SpecError, match="use pairflip, or transition"):
         resolve_spec(JobSpec(dataset="ds_x", noise={"type": "asymmetric", "rate": 0.2}), info)
+
+
+def test_the_paper_preset_keeps_the_runs_data_set_loss_and_noise_and_nothing_else():
+    run = resolve_spec(JobSpec.parse({"dataset": "mnist", "loss": "ngce", "noise": {"type": "asymmetric", "rate": 0.3},
+                                      "alpha": 2.0, "epochs": 3, "train_size": 1000, "seed": 4}))
+    preset = paper_preset(run)
+    assert (preset.dataset, preset.loss, preset.noise) == (run.dataset, run.loss, run.noise)
+    assert preset.alpha == 1.0  # the paper's asymmetric-noise α for NGCE on MNIST, not the symmetric 10
+    ours, theirs = flat_spec(run.to_json()), flat_spec(preset.to_json())
+    assert {name for name in ours if ours[name] != theirs[name]} == {"alpha", "epochs", "train_size", "seed"}
+    assert "noise.rate" in ours and "loss_params.q" in ours
