@@ -8,7 +8,9 @@
     ├── BadArtifactName         422 invalid_artifact_name
     ├── InvalidCursor           422 invalid_cursor
     ├── Unauthorized            401 unauthorized
+    │   └── SignInRequired      401 sign_in_required       no live dashboard session (pages lead to /ui/login)
     ├── Forbidden               403 forbidden
+    │   └── CsrfRejected        403 csrf_rejected          a dashboard form without its session's token
     ├── NotFound                404 not_found
     │   └── ObjectMissing       404 not_found              no object under that key
     ├── Conflict                409 conflict
@@ -93,8 +95,19 @@ class Unauthorized(NoisyfitError):
     headers = {"WWW-Authenticate": "Bearer"}
 
 
+class SignInRequired(Unauthorized):
+    """No dashboard session, a tampered or expired one, or its key was revoked."""
+
+    code = "sign_in_required"
+    headers: dict[str, str] = {}
+
+
 class Forbidden(NoisyfitError):
     code, status = "forbidden", 403
+
+
+class CsrfRejected(Forbidden):
+    code = "csrf_rejected"
 
 
 class NotFound(NoisyfitError):

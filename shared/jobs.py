@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import and_, delete, false, func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -52,7 +53,8 @@ from shared.errors import (
     StreamUnavailable,
     TimeQuotaExceeded,
 )
-from shared.spec import DataInfo, JobSpec, resolve_spec
+from shared.rules import parse_loss
+from shared.spec import DataInfo, JobSpec, ResolvedSpec, paper_preset, resolve_spec
 from shared.store import JOB_ID, ObjectStore, artifact_key, job_prefix
 from shared.stream import CURSOR_FORM, MetricsStream, finite, get_stream, stream_id
 from shared.workers import read_fleet
@@ -179,12 +181,18 @@ def get_job(session: Session, user_id: int, job_id: str) -> Job:
 
 
 def list_jobs(
-    session: Session, user_id: int, *, status: JobStatus | None = None, cursor: str | None = None, limit: int = 50
+    session: Session, user_id: int, *, status: JobStatus | None = None, dataset: str | None = None,
+    loss: str | None = None, cursor: str | None = None, limit: int = 50,
 ) -> tuple[list[Job], str | None]:
-    """The user's jobs, newest first, and the cursor of the next page (None on the last)."""
+    """The user's jobs, newest first, and the cursor of the next page (None on the last).
+    `dataset` and `loss` keep the jobs whose resolved spec names them (a loss in any spelling)."""
     query = select(Job).where(Job.user_id == user_id)
     if status is not None:
         query = query.where(Job.status == status)
+    if dataset is not None:
+        query = query.where(_spec_field("dataset") == dataset)
+    if loss is not None:
+        query = query.where(_spec_field("loss") == parse_loss(loss).name)
     if cursor is not None:
         created_at, job_id = _decode_cursor(cursor)
         query = query.where(
@@ -196,6 +204,16 @@ def list_jobs(
         return jobs, None
     jobs = jobs[:limit]
     return jobs, _encode_cursor(jobs[-1])
+
+
+def preset_spec(session: Session, job: Job) -> dict[str, Any] | None:
+    """The paper's preset for the job's data set, loss and noise (shared.spec.paper_preset), as
+    JSON; None when the stored spec no longer resolves (an older spec, a deleted upload)."""
+    try:
+        resolved = ResolvedSpec.model_validate(job.spec)
+        return paper_preset(resolved, _data_info(session, job.user_id, resolved.dataset)).to_json()
+    except (ValidationError, SpecError):
+        return None
 
 
 def request_cancel(session: Session, user_id: int, job_id: str, settings: Settings) -> Job:
@@ -403,6 +421,11 @@ def _cas(session: Session, job_id: str, where: list[Any], **values: Any) -> bool
     result = session.execute(update(Job).where(Job.id == job_id, *where).values(**values))
     session.commit()
     return result.rowcount == 1
+
+
+def _spec_field(name: str) -> Any:
+    """A top-level string field of the stored resolved spec, as an SQL expression."""
+    return col(Job.spec)[name].as_string()
 
 
 def _held_by(worker_id: str) -> list[Any]:

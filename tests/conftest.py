@@ -9,9 +9,12 @@
 - `sqlite_settings`, `db_settings` (parametrized: PostgreSQL and SQLite), `session`.
 - `app`, `client` (TestClient, lifespan run), `admin_headers`, `make_user` (→ headers of a new
   user's key), `user_headers`, `other_user_headers`, `live_api` (a real uvicorn process: .url, .process).
+- `ui_sign_in(client, key)`: sign a TestClient into the dashboard (/ui) as a browser does;
+  `csrf_token(html)`: the token of a page's forms.
 """
 
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -237,6 +240,22 @@ def user_headers(make_user: Callable[..., Headers]) -> Headers:
 @pytest.fixture
 def other_user_headers(make_user: Callable[..., Headers]) -> Headers:
     return make_user("mallory")
+
+
+def csrf_token(html: str) -> str:
+    """The CSRF token a dashboard page's forms carry."""
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, "the page has no form with a CSRF token"
+    return found.group(1)
+
+
+def ui_sign_in(client: TestClient, key: str) -> TestClient:
+    """Sign `client` into the dashboard with an API key, as the sign-in form does; its cookie jar
+    then holds the session."""
+    token = csrf_token(client.get("/ui/login").text)
+    response = client.post("/ui/login", data={"api_key": key, "csrf_token": token}, follow_redirects=False)
+    assert response.status_code == 303, response.text
+    return client
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from worker.cross_fit import cross_fitted_probabilities
 from worker.datasets import UPLOADED_PREFIX, LoadedData, load_dataset
 from worker.label_quality import LabelQuality, assess_labels, summary
 from worker.noise import corrupt_labels, noise_report
-from shared.plots import job_plot, label_heatmap
+from shared.plots import job_plot, job_title, label_heatmap
 from shared.spec import ResolvedSpec
 from shared.stream import encode, finite
 from worker.trainer import (
@@ -218,7 +218,7 @@ def run_job(
     sink.put("label_report.json", json.dumps(finite(quality.report), indent=2, allow_nan=False).encode())
     sink.put("label_heatmap.png", heatmap(spec, quality.report))
     sink.put("label_probabilities.npz", probabilities_npz(labels, scored, cross_fitted, fold))
-    sink.put("plot.png", job_plot(outcome.history))
+    sink.put("plot.png", job_plot(outcome.history, job_title(spec.to_json())))
     corrupted = labels.corrupted[labels.train_indices]
     report = noise_report(labels.clean[labels.train_indices], labels.noisy[labels.train_indices], dataset.num_classes)
     result = {
@@ -226,6 +226,9 @@ def run_job(
         "spec": spec.to_json(),
         "final_test_accuracy": outcome.final_test_accuracy,
         "best_test_accuracy": outcome.best_test_accuracy,
+        "final_val_accuracy": outcome.final_val_accuracy,
+        "best_val_epoch": outcome.best_val_epoch,
+        "test_accuracy_at_best_val": outcome.test_accuracy_at_best_val,
         "epochs_completed": outcome.epochs_completed,
         "resumed_from_epoch": resume["epoch"] if resume else None,
         "noise_rate_realised": report["rate"],
