@@ -156,7 +156,7 @@ def _uploaded_file(dataset_id: str, data_dir: str | os.PathLike[str]) -> Path:
     if not path.is_file():
         raise DatasetUnavailable(
             f"uploaded data set {dataset_id} is not in {path}; fetch it from the object store first "
-            "(worker.tasks.fetch_upload)"
+            "(shared.dataset_service.fetch_dataset)"
         )
     return path
 
