@@ -109,7 +109,8 @@ class DatasetOut(BaseModel):
     created_at: datetime
     parent_id: str | None = Field(None, description="a version's parent: a built-in data set, an upload or a version; "
                                                     "null for an upload")
-    root: str | None = Field(None, description="a version's root: the built-in data set or upload its samples come from")
+    root: str | None = Field(None, description="a version's root: the built-in data set or upload whose samples "
+                                               "it holds")
     source_job: str | None = Field(None, description="the job whose samples and labels a version started from")
     relabelled: int | None = Field(None, description="samples a version relabelled (GET /v1/datasets/{id}/changes)")
     dropped: int | None = Field(None, description="samples a version dropped")
@@ -133,16 +134,16 @@ class VersionCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    from_job: str | None = Field(None, min_length=1, max_length=64,
-                                 description="a succeeded job of this data set: the version holds the samples it trained "
-                                             "and validated on with its labels, and fixes its suspects (unless changes "
-                                             "or drop are given)")
+    from_job: str | None = Field(
+        None, min_length=1, max_length=64,
+        description="a succeeded job of this data set: the version holds the samples it trained and validated on with "
+                    "its labels, and fixes its suspects (unless changes or drop are given)")
     action: Literal["relabel", "drop"] | None = Field(
         None, description="what to do with the job's suspects: relabel to the predicted class (default) or drop")
     min_score: float | None = Field(
         None, ge=0.0, le=1.0, allow_inf_nan=False, validation_alias=AliasChoices("min_score", "threshold"),
         description="a suspect is a sample whose predicted class differs from its label with at least this confidence "
-                    "(also accepted as `threshold`); without it, the job's `flagged` suspects, or confidence >= 0.9 "
+                    "(also accepted as `threshold`); without it, the job's `flagged` suspects, or confidence >= 0.5 "
                     "for a job without that column")
     changes: list[Annotated[list[int], Field(min_length=2, max_length=2)]] = Field(
         [], max_length=MAX_CHANGES,
@@ -172,7 +173,8 @@ class ChangesOut(BaseModel):
     parent_id: str | None
     source_job: str | None
     by: Literal["decisions", "flagged", "min_score"] | None = Field(
-        description="a reviewer's decisions, the job's flagged suspects, or its suspects by min_score; null for an upload")
+        description="a reviewer's decisions, the job's flagged suspects, or its suspects by min_score; null for an "
+                    "upload")
     action: Literal["relabel", "drop"] | None = None
     min_score: float | None = None
     relabel: list[tuple[int, int]] = Field(description="[index, new label] pairs")

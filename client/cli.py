@@ -147,8 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "suspects (or apply --changes to them)")
     sub.add_argument("--action", choices=["relabel", "drop"], help="relabel the suspects to the predicted class "
                                                                    "(default) or drop them")
-    sub.add_argument("--threshold", type=float, metavar="P", help="suspects: predicted as another class with at least "
-                                                                  "this confidence (default: the job's flagged ones)")
+    sub.add_argument("--threshold", type=float, metavar="P",
+                     help="suspects: predicted as another class with at least this confidence (default: the job's "
+                          "flagged ones, or 0.5)")
     sub.add_argument("--changes", type=Path, metavar="CSV", help="your decisions: a CSV with the header index,label "
                                                                  "(an empty label or -1 drops the sample)")
     sub.add_argument("--name", help="the version's name")
@@ -512,8 +513,8 @@ def read_decisions(path: Path) -> tuple[list[list[int]], list[int]]:
             index = int(row["index"])
             label = int(row["label"]) if (row["label"] or "").strip() else -1
         except (TypeError, ValueError):
-            raise UsageError(f"{path} line {line}: index and label must be integers "
-                             f"(an empty label or -1 drops the sample), got {row['index']!r}, {row['label']!r}") from None
+            raise UsageError(f"{path} line {line}: index and label must be integers (an empty label or -1 drops the "
+                             f"sample), got {row['index']!r}, {row['label']!r}") from None
         if label == -1:
             drop.append(index)
         else:
@@ -543,8 +544,8 @@ def format_lineage(lineage: Json) -> str:
     lines = []
     for depth, node in enumerate(lineage.get("chain", [])):
         head = f"{node['id']}  ({node['kind']})" if node["kind"] != "version" else (
-            f"{node['id']}  {node['name']!r}  {node.get('train_samples')} samples, {node.get('relabelled')} relabelled, "
-            f"{node.get('dropped')} dropped" + (f", from job {node['source_job']}" if node.get("source_job") else ""))
+            f"{node['id']}  {node['name']!r}  {node.get('train_samples')} samples, "
+            f"{node.get('relabelled')} relabelled, {node.get('dropped')} dropped" + (f", from job {node['source_job']}" if node.get("source_job") else ""))
         lines.append(("  " * depth) + ("└ " if depth else "") + head)
         for job in node.get("jobs", []):
             lines.append("  " * depth + f"    job {job['id']}  {job['status']}  test "

@@ -46,7 +46,10 @@ from shared.store import JOB_ID, ObjectStore, artifact_key
 from shared.uploads import MAX_NAME
 
 ROOT_LABEL = -1  # in a version's labels: the root's own label of that sample
-DEFAULT_MIN_SCORE = 0.9  # confidence of the predicted class above which a disagreeing label is fixed
+# A disagreeing label is fixed when the model gives its predicted class at least this share: from
+# half, the given label is the less likely one. On Fashion-MNIST (NCE+RCE, 5000 samples, 8
+# epochs) 0.5 left less noise than 0.7 or 0.9 at symmetric rates 0.2, 0.4 and 0.6.
+DEFAULT_MIN_SCORE = 0.5
 MAX_CHANGES = 100_000  # entries of `changes`, and of `drop`, in one request
 MAX_CHAIN = 1000  # versions of versions
 MAX_LINEAGE_JOBS = 100  # per data set in a lineage, newest first
@@ -197,8 +200,8 @@ def _store(session: Session, user_id: int, row: DatasetRow, arrays: VersionArray
                 job, _ = jobs.create_job(session, user_id, spec, settings)
             except QueueUnavailable as exc:  # raised after the commit: the version stands, the job does not
                 committed = True
-                raise QueueUnavailable(f"the version {row.id} was made, but no job was started: {exc.message}; "
-                                       f"submit one on it later (POST /v1/jobs with \"dataset\": \"{row.id}\")") from exc
+                raise QueueUnavailable(f"the version {row.id} was made, but no job was started: {exc.message}; submit "
+                                       f"one on it later (POST /v1/jobs with \"dataset\": \"{row.id}\")") from exc
             except SpecError as exc:
                 raise SpecError(exc.message, f"retrain.{exc.field}") from exc
             committed = True
