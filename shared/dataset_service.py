@@ -8,7 +8,9 @@ settings.storage_quota_bytes (413 `storage_quota_exceeded` beyond).
 
 Creating a job on a data set and deleting it run under the user's lock (shared.locks): a
 delete waits for a job being created and then refuses (409), or a job waits for the delete
-and then finds no data set (422); never both.
+and then finds no data set (422); never both. So does making a version of it (shared.versions,
+whose data.npz holds indices and labels instead of images); a data set with versions is
+deleted only after them.
 """
 
 import os

@@ -181,11 +181,13 @@ def create_version(
 def _store(session: Session, user_id: int, row: DatasetRow, arrays: VersionArrays, changes: dict[str, Any],
            spec: dict[str, Any] | None, store: ObjectStore, settings: Settings) -> tuple[DatasetRow, Job | None]:
     """Objects first, then the row (and the job) in one transaction; a failure before the commit
-    removes the objects."""
+    removes the objects. Under the user's lock, as a delete: a parent deleted meanwhile is a 404."""
     prefix = dataset_service.dataset_prefix(row.id)
     committed = False
     try:
         lock_user(session, user_id)
+        if row.parent_id not in DATASETS:
+            dataset_service.get_dataset(session, user_id, row.parent_id)
         dataset_service.check_quota(session, user_id, settings.storage_quota_bytes, dataset_service.row_bytes(row))
         store.put_bytes(row.object_key, arrays.npz())
         store.put_bytes(prefix + CHANGES_FILE, json.dumps(changes).encode(), "application/json")
