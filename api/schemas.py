@@ -232,7 +232,8 @@ class SweepCreate(BaseModel):
     base: dict[str, Any] = Field(description="a job spec; every cell starts from it")
     grid: dict[str, list[Any]] | None = Field(
         None, description='field → values; dotted names reach into the spec: {"noise.rate": [0.2, 0.4], "seed": [0, 1]}')
-    preset: str | None = Field(None, description="a paper grid: table2, table3 or alpha-beta (GET /v1/catalog)")
+    preset: str | None = Field(None, description="a paper grid: table2, table3, alpha-beta, or select (candidate "
+                                                 "losses and α/β on a noisy validation split); GET /v1/catalog")
     seeds: list[int] | None = Field(None, min_length=1, max_length=100, description="the preset's seeds (default 0, 1, 2)")
 
 
@@ -259,11 +260,23 @@ class SweepSummary(BaseModel):
 class SweepOut(SweepSummary):
     base: dict[str, Any]
     table: list[dict[str, Any]] = Field(
-        description="one row per grid cell without the seed: cell, mean, std (sample), n (succeeded runs), runs")
+        description="one row per grid cell without the seed: cell, mean, std (sample) and n (succeeded runs) of the "
+                    "final test accuracy, val_mean and val_std of the final accuracy on the noisy validation split "
+                    "(null without one), resolved (the loss, alpha, beta, loss_params its runs ran with), runs")
+    best: dict[str, Any] | None = Field(
+        None, description="the row of the highest val_mean, or of the highest mean when no run held out a validation "
+                          "split: by (validation or test), cell, val_mean, val_std, mean, std, n")
+    recommendation: dict[str, Any] | None = Field(
+        None, description="chosen by val_mean alone, never by a test figure, when the cells differ only in loss, alpha, "
+                          "beta or loss_params: cell, loss, alpha, beta (null: a single term), loss_params, val_mean, "
+                          "val_std, mean, std (the test figures, shown, not used), n")
+    validation_test_kendall_tau: float | None = Field(
+        None, description="Kendall's τ-b between the rows' order by val_mean and by mean (clean test accuracy), over "
+                          "the rows that have both, when at least 3 do: 1 the same order, -1 reversed")
 
     @classmethod
     def of(cls, view: SweepView) -> "SweepOut":
-        return cls(**cls.fields_of(view), base=view.sweep.base, table=view.table or [])
+        return cls(**cls.fields_of(view), base=view.sweep.base, table=view.table or [], **(view.summary or {}))
 
 
 class SweepList(BaseModel):

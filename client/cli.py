@@ -26,9 +26,9 @@ from client.spec_flags import (
     spec_from_args,
     split_assignment,
 )
-from shared.catalog import PAPER_GRIDS
+from shared.catalog import PAPER_GRID_BASE, PAPER_GRIDS
 from shared.errors import SpecError
-from shared.sweeps import check_grid, paper_grid, table_markdown
+from shared.sweeps import check_grid, paper_base, paper_grid, table_markdown
 
 Json = dict[str, Any]
 Command = Callable[[argparse.Namespace], int]
@@ -119,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = command("submit", cmd_sweep_submit, "submit a sweep: a grid of jobs", sweep)
     sub.add_argument("file", nargs="?", metavar="SWEEP.json", help='{"base": SPEC, "grid": {FIELD: [VALUES]}}')
-    sub.add_argument("--preset", choices=list(PAPER_GRIDS), help="the paper's grid (Table 2, Table 3, the α/β search)")
+    sub.add_argument("--preset", choices=list(PAPER_GRIDS), help=(
+        "the paper's grid (Table 2, Table 3, the α/β search), or select: candidate losses and α/β judged on a "
+        f"noisy validation split, {PAPER_GRID_BASE['select']['epochs']} epochs unless --epochs"))
     sub.add_argument("--seeds", default="0,1,2", help="seeds of a preset grid (default: 0,1,2)")
     sub.add_argument(
         "--grid", action="append", default=[], metavar="FIELD=V1,V2", help="a grid field and its values (repeatable)"
@@ -284,6 +286,8 @@ def format_job(job: Json) -> str:
             f"  final test accuracy {percent(result.get('final_test_accuracy'))}"
             f"  best {percent(result.get('best_test_accuracy'))}"
         )
+        if result.get("final_val_accuracy") is not None:
+            lines.append("  " + validation_summary(result))
     error = job.get("error") or {}
     if error:
         lines.append(f"  error: {error.get('message', error)}" + (f" [{error['code']}]" if error.get("code") else ""))
@@ -291,6 +295,12 @@ def format_job(job: Json) -> str:
     if times:
         lines.append("  " + "  ".join(times))
     return "\n".join(lines)
+
+
+def validation_summary(result: Json) -> str:
+    """The noisy-validation figures of a result: what a user without clean labels chooses by."""
+    return (f"noisy validation {percent(result.get('final_val_accuracy'))} (last epoch); its best epoch "
+            f"{result.get('best_val_epoch')} has test accuracy {percent(result.get('test_accuracy_at_best_val'))}")
 
 
 def format_job_list(page: Json) -> str:
@@ -393,6 +403,7 @@ def cmd_sweep_submit(args: argparse.Namespace) -> int:
         if "dataset" not in base:
             raise UsageError("--preset needs --dataset (the paper's grids are per data set)")
         grid = {**paper_grid(args.preset, base["dataset"], _seeds(args.seeds)), **grid}
+        base = paper_base(args.preset, base)
     for entry in args.grid:
         key, values = split_assignment(entry, "--grid")
         grid[key] = [parse_value(v) for v in values.split(",")]
@@ -598,7 +609,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 130
     emit(args, result, lambda r: (
         f"final test accuracy {percent(r['final_test_accuracy'])}, best {percent(r['best_test_accuracy'])};"
-        f" artifacts in {args.out}"
+        f" artifacts in {args.out}" + (f"\n{validation_summary(r)}" if r.get("final_val_accuracy") is not None else "")
     ))  # fmt: skip
     return 0
 

@@ -11,6 +11,8 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from shared.sweeps import best
+
 DPI = 100
 JOB_SIZE = (11.0, 4.0)  # inches: two panels side by side
 SWEEP_SIZE = (6.5, 4.5)
@@ -66,9 +68,13 @@ def _style(ax: Any, title: str, legend: bool) -> None:
 def sweep_plot(rows: list[dict], x: str = "noise.rate", series: str = "loss") -> bytes:
     """Mean test accuracy against `x` (noise rate), one line per `series` value (loss), error
     bars one sample std. Without `x` in the cells, the first numeric grid field is the axis;
-    every other varying field joins the line label."""
+    every other varying field joins the line label. Where runs held out a noisy validation
+    split, its mean accuracy is a dashed line of the same colour, and a star marks the cell
+    of the highest (shared.sweeps.best)."""
     fig = Figure(figsize=SWEEP_SIZE, dpi=DPI)
     ax = fig.subplots()
+    chosen = best(rows)
+    chosen = chosen["cell"] if chosen is not None and chosen["by"] == "validation" else None
     rows = [row for row in rows if row.get("mean") is not None]
     fields = list(dict.fromkeys(name for row in rows for name in row["cell"]))
     if x not in fields:
@@ -86,16 +92,25 @@ def sweep_plot(rows: list[dict], x: str = "noise.rate", series: str = "loss") ->
         xs = [r["cell"].get(x) if numeric else ticks.index(str(r["cell"].get(x))) for r in members]
         ys = [100 * r["mean"] for r in members]
         errors = [100 * (r.get("std") or 0.0) for r in members]
-        # The colour cycle has 10 entries; a dashed line tells the 11th from the 1st.
-        style = "-" if index < 10 else "--"
-        ax.errorbar(xs, ys, yerr=errors, marker="o", linestyle=style, capsize=3, label=label or None)
+        # The colour cycle has 10 entries; a dash-dot line tells the 11th from the 1st.
+        style = "-" if index < 10 else "-."
+        drawn = ax.errorbar(xs, ys, yerr=errors, marker="o", linestyle=style, capsize=3, label=label or None)
+        validated = [(x_, 100 * r["val_mean"]) for x_, r in zip(xs, members) if _is_number(r.get("val_mean"))]
+        if validated:
+            colour = drawn.lines[0].get_color()
+            ax.plot(*zip(*validated), marker="s", linestyle="--", color=colour, alpha=0.7,
+                    label=f"{label} (noisy val)" if label else "noisy val")
+            for x_, r in zip(xs, members):
+                if chosen is not None and r["cell"] == chosen:
+                    ax.plot([x_], [100 * r["val_mean"]], marker="*", markersize=16, color=colour, linestyle="none",
+                            label="best by noisy val")
 
     if not numeric:
         ax.set_xticks(range(len(ticks)), ticks)
     elif rows and _spans_decades([row["cell"][x] for row in rows]):
         ax.set_xscale("log")  # α and β grids: 0.1, 1, 10, 100
     ax.set_xlabel(x)
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel("accuracy (%): test, noisy validation dashed" if chosen is not None else "test accuracy (%)")
     ax.grid(alpha=0.3)
     if not rows:
         _note(ax, "no finished runs yet")

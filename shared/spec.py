@@ -112,6 +112,10 @@ class JobSpec(BaseModel):
     grad_clip: float | None = _field(None, "gradient-norm clipping (0: none)", ge=0.0, le=1e4, allow_inf_nan=False)
     augment: str | None = _field(None, f"augmentation: {_one_of(AUGMENTATIONS)}")
     precision: str = _field("fp32", f"arithmetic: {_one_of(PRECISIONS)}")
+    deterministic: bool = _field(
+        False, "CUDA only: cuDNN's deterministic kernels and torch's deterministic algorithms, so that the same "
+               "spec gives the same weights on a GPU as it always does on a CPU; slower by an amount not yet "
+               "measured (docs/DIFFERENCES.md)")
     checkpoint_every: int = _field(1, "epochs between resume checkpoints", ge=1, le=MAX_EPOCHS)
     time_limit_s: int | None = _field(None, "seconds the job may run, from its first start, before it is stopped "
                                             "and failed (null: the service's maximum, NOISYFIT_MAX_JOB_SECONDS)", ge=1)
@@ -195,6 +199,7 @@ class ResolvedSpec(BaseModel):
     grad_clip: float
     augment: str
     precision: str
+    deterministic: bool = False  # CUDA: deterministic kernels and algorithms (CPU runs are reproducible anyway)
     checkpoint_every: int
     time_limit_s: int = 0  # 0: the service's maximum (settings.max_job_seconds), which also caps any other value
 

@@ -51,8 +51,9 @@ STEP_EVENT_S = 1.0  # at most one `step` event this often
 STEP_EVERY = 5  # optimizer steps between looks at the step-event clock (each costs a device sync)
 
 # Result fields copied into the job record; the whole result is result.json.
-SUMMARY = ("final_test_accuracy", "best_test_accuracy", "epochs_completed", "resumed_from_epoch",
-           "noise_rate_realised", "num_corrupted", "mislabel_detection")
+SUMMARY = ("final_test_accuracy", "best_test_accuracy", "final_val_accuracy", "best_val_epoch",
+           "test_accuracy_at_best_val", "epochs_completed", "resumed_from_epoch", "noise_rate_realised",
+           "num_corrupted", "mislabel_detection")
 
 
 def run_taken_job(job_id: str, worker_id: str) -> int:

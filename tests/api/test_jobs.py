@@ -208,6 +208,10 @@ def test_the_queue_being_down_creates_no_job(settings, make_user, client):
 def test_the_catalog_lists_what_can_be_asked_for(client: TestClient, user_headers):
     catalog = client.get("/v1/catalog", headers=user_headers).json()
     assert {"mnist", "cifar100"} <= set(catalog["datasets"]) and "nce" in catalog["losses"]
+    assert catalog["losses"]["nfl"]["params"]["detach_focal"] == 0.0
+    assert catalog["losses"]["nfl"]["param_rules"]["detach_focal"] == "detach_focal = 0 or 1"
+    assert catalog["sweep_presets"]["select"]["validation_split"] == [0.2]
+    assert catalog["sweep_preset_base"] == {"select": {"epochs": 10}}
 
 
 def test_malformed_strings_never_reach_sql(client: TestClient, user_headers, admin_headers):

@@ -87,3 +87,13 @@ def test_sweep_plot_is_a_png_at_the_set_size():
 def test_sweep_plot_handles_empty_partial_and_other_grids(rows):
     image = decode(sweep_plot(rows))
     assert image.shape[:2] == (SWEEP_SIZE[1] * DPI, SWEEP_SIZE[0] * DPI)
+
+
+def test_sweep_plot_draws_the_noisy_validation_and_marks_its_best_cell():
+    plain = sweep_rows()
+    validated = [{**row, "val_mean": row["mean"] - 0.1 + 0.01 * i, "val_std": 0.01} for i, row in enumerate(plain)]
+    image = decode(sweep_plot(validated))
+    assert image.shape[:2] == (SWEEP_SIZE[1] * DPI, SWEEP_SIZE[0] * DPI)
+    assert sweep_plot(validated) != sweep_plot(plain)
+    only_val = [{**row, "val_mean": 0.5} for row in plain[:2]]  # equal val means: the first is the best
+    assert decode(sweep_plot(only_val)).shape[:2] == (SWEEP_SIZE[1] * DPI, SWEEP_SIZE[0] * DPI)

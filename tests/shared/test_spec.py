@@ -34,6 +34,20 @@ def test_asymmetric_noise_takes_the_asymmetric_preset():
     assert (sym.alpha, asym.alpha) == (10.0, 1.0)
 
 
+def test_deterministic_is_off_unless_asked_and_the_resolved_spec_keeps_it():
+    assert resolve(dataset="mnist").deterministic is False
+    spec = resolve(dataset="mnist", deterministic=True)
+    assert spec.deterministic is True and spec.to_json()["deterministic"] is True
+
+
+def test_detach_focal_is_a_focal_loss_parameter_off_by_default():
+    assert resolve(dataset="cifar10", loss="nfl+rce").loss_params == {"gamma": 0.5, "detach_focal": 0.0, "A": A_REFERENCE}
+    assert resolve(dataset="cifar10", loss="nfl", loss_params={"detach_focal": 1.0}).loss_params["detach_focal"] == 1.0
+    with pytest.raises(SpecError, match="nfl needs detach_focal = 0 or 1") as refused:
+        resolve(dataset="cifar10", loss="nfl+mae", loss_params={"detach_focal": 0.5})
+    assert refused.value.field == "loss_params.detach_focal"
+
+
 def test_anl_preset_turns_weight_decay_into_an_l1_penalty():
     spec = resolve(dataset="cifar10", loss="nce+nnce")
     assert (spec.alpha, spec.beta, spec.l1, spec.weight_decay) == (5.0, 5.0, 5e-5, 0.0)
@@ -113,6 +127,8 @@ def test_a_transition_matrix_must_keep_the_true_class_most_likely():
         {"dataset": "mnist", "epochs": "1"},
         {"dataset": "mnist", "lr": "0.1"},
         {"dataset": "mnist", "batch_size": 1},
+        {"dataset": "mnist", "deterministic": "true"},
+        {"dataset": "mnist", "deterministic": 1},
     ],
 )
 def test_out_of_range_or_unknown_fields_are_validation_errors(fields):
