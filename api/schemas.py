@@ -5,6 +5,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
+from shared.catalog import DATASETS
 from shared.models import ApiKey, DatasetRow, Job, JobStatus
 from shared.sweep_service import SweepView
 from shared.uploads import MAX_NAME, unprintable
@@ -215,7 +216,8 @@ class LineageNode(BaseModel):
         jobs = [LineageJob.of(job) for job in node.jobs]
         if row is None:
             return cls(id=node.id, name=node.id, kind="builtin", parent_id=None, source_job=None, relabelled=None,
-                       dropped=None, train_samples=None, created_at=None, jobs=jobs, jobs_total=node.jobs_total)
+                       dropped=None, train_samples=DATASETS[node.id].train_samples, created_at=None, jobs=jobs,
+                       jobs_total=node.jobs_total)
         return cls(id=row.id, name=row.name, kind="upload" if row.parent_id is None else "version",
                    parent_id=row.parent_id, source_job=row.source_job, relabelled=row.relabelled, dropped=row.dropped,
                    train_samples=row.train_samples, created_at=row.created_at, jobs=jobs, jobs_total=node.jobs_total)

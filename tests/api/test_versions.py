@@ -221,7 +221,7 @@ def test_versions_of_versions_map_to_the_root_and_lineage_lists_the_jobs_of_each
     assert [[j["id"] for j in n["jobs"]] for n in lineage["chain"]][2:] == [[job_id], []]
     assert lineage["chain"][3]["source_job"] == job_id and lineage["chain"][3]["dropped"] == 1
     builtin = client.get("/v1/datasets/fashion-mnist/lineage", headers=headers).json()
-    assert [n["id"] for n in builtin["chain"]] == ["fashion-mnist"]
+    assert [(n["id"], n["train_samples"]) for n in builtin["chain"]] == [("fashion-mnist", FMNIST)]
 
 
 def test_an_uploaded_parent_carries_its_shape_and_cannot_be_deleted_while_versions_exist(
