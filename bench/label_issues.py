@@ -16,12 +16,14 @@ the flagged set, `cleanlab.count.num_label_issues` for the noise rate) and noisy
 joint's off-diagonal mass with a bootstrap interval). Each row is scored against the known
 corrupted samples: precision, recall and F1 of the flagged set, the noise-rate estimate's error,
 the training runs and seconds (wall and CPU), and the estimator's seconds. Prints a Markdown
-table; --out writes the figures as JSON.
+table per noise setting, the side-by-side verdict, and the means over the settings; --out writes
+the figures as JSON.
 
 cleanlab is AGPL: it is the `bench` extra (pip install -e '.[bench]'), installed by no image, and
 imported here only, inside cleanlab_estimate.
 
     python bench/label_issues.py --train-size 5000 --epochs 6 --out var/label_issues.json
+    python bench/label_issues.py --from-json var/label_issues.json   # the tables again, no training
 """
 
 from __future__ import annotations
@@ -169,6 +171,27 @@ def verdict(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (estimator, probabilities): the means over the noise settings of P, R, F1 and the
+    noise-rate error (of the settings where each is defined); the training runs and seconds
+    summed over them."""
+    out = []
+    for estimator, probabilities in dict.fromkeys((r["estimator"], r["probabilities"]) for r in rows):
+        mine = [r for r in rows if (r["estimator"], r["probabilities"]) == (estimator, probabilities)]
+        out.append({
+            "estimator": estimator, "probabilities": probabilities, "settings": len(mine),
+            **{key: _mean([r[key] for r in mine]) for key in ("precision", "recall", "f1", "noise_rate_error")},
+            **{key: sum(r[key] for r in mine) for key in ("runs", "train_wall_s", "train_cpu_s", "estimate_wall_s",
+                                                          "estimate_cpu_s")},
+        })
+    return out
+
+
+def _mean(values: list[float | None]) -> float | None:
+    defined = [v for v in values if v is not None]
+    return float(np.mean(defined)) if defined else None
+
+
 def _row(rows: list[dict[str, Any]], noise: str, estimator: str, probabilities: str) -> dict[str, Any]:
     return next(r for r in rows if (r["noise"], r["estimator"], r["probabilities"]) == (noise, estimator, probabilities))
 
@@ -252,6 +275,31 @@ def verdict_table(verdicts: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def summary_table(summaries: list[dict[str, Any]]) -> str:
+    head = ("| estimator | probabilities | runs | training s (CPU) | estimation s (CPU) | P | R | F1 "
+            "| noise-rate error |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for s in summaries:
+        lines.append(
+            f"| {s['estimator']} | {s['probabilities']} | {s['runs']} | {s['train_wall_s']:.0f} ({s['train_cpu_s']:.0f}) | "
+            f"{s['estimate_wall_s']:.2f} ({s['estimate_cpu_s']:.2f}) | {_f(s['precision'])} | {_f(s['recall'])} | "
+            f"{_f(s['f1'])} | {s['noise_rate_error']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def report(rows: list[dict[str, Any]], args: dict[str, Any]) -> str:
+    return "\n".join([
+        f"fashion-mnist, train_size {args['train_size']}, {args['epochs']} epochs, seed {args['seed']}, "
+        f"{args['folds']} folds, device {args['device']}",
+        table(rows),
+        "\nnoisyfit on one APL run against cleanlab's recipe (differences: ours − cleanlab's; training: ours / theirs)",
+        verdict_table(verdict(rows)),
+        f"\nover the {len(dict.fromkeys(r['noise'] for r in rows))} noise settings (means; runs and seconds: sums)",
+        summary_table(summary(rows)),
+    ])
+
+
 def _f(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
@@ -272,7 +320,12 @@ def main() -> None:
     parser.add_argument("--noises", default=",".join(f"{kind}:{rate:g}" for kind, rate in NOISES),
                         help="TYPE:RATE,... (default: %(default)s)")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--from-json", type=Path, help="print the tables of a saved --out, without training")
     args = parser.parse_args()
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        print(report(saved["rows"], saved["args"]))
+        return
     require_cleanlab()  # before any training
 
     dataset = load_dataset("fashion-mnist", args.data_dir)
@@ -284,12 +337,9 @@ def main() -> None:
         if args.out:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
-                                            "verdict": verdict(rows)}, indent=1))
-    print(f"\nfashion-mnist, train_size {args.train_size}, {args.epochs} epochs, seed {args.seed}, "
-          f"{args.folds} folds, device {args.device}")
-    print(table(rows))
-    print("\nnoisyfit on one APL run against cleanlab's recipe (differences: ours − cleanlab's; compute: ours / theirs)")
-    print(verdict_table(verdict(rows)))
+                                            "verdict": verdict(rows), "summary": summary(rows)}, indent=1))
+    print()
+    print(report(rows, {k: str(v) for k, v in vars(args).items()}))
 
 
 if __name__ == "__main__":

@@ -73,3 +73,19 @@ def test_without_cleanlab_the_script_says_what_to_install(monkeypatch):
     with pytest.raises(SystemExit) as stop:
         bench.require_cleanlab()
     assert "pip install -e '.[bench]'" in str(stop.value.code)
+
+
+def test_the_summary_averages_the_figures_and_adds_up_the_runs_and_seconds():
+    rows = [{**_row("noisyfit", bench.IN_SAMPLE, 0.8, 0.6, 0.1, 1, 100.0, 50.0), "noise": "symmetric 0.2",
+             "estimate_wall_s": 0.5, "estimate_cpu_s": 0.25},
+            {**_row("noisyfit", bench.IN_SAMPLE, 0.6, 1.0, 0.3, 1, 300.0, 150.0), "noise": "symmetric 0.4",
+             "estimate_wall_s": 1.5, "estimate_cpu_s": 0.75},
+            {**_row("noisyfit", bench.IN_SAMPLE, 0.6, 1.0, 0.3, 1, 300.0, 150.0), "noise": "asymmetric 0.2",
+             "estimate_wall_s": 1.0, "estimate_cpu_s": 0.5, "precision": None, "f1": None}]
+    (summary,) = bench.summary(rows)
+    assert (summary["estimator"], summary["probabilities"], summary["settings"]) == ("noisyfit", bench.IN_SAMPLE, 3)
+    assert summary["precision"] == pytest.approx(0.7)  # the undefined precision left out, not taken as 0
+    assert summary["recall"] == pytest.approx((0.6 + 1.0 + 1.0) / 3)
+    assert summary["noise_rate_error"] == pytest.approx((0.1 + 0.3 + 0.3) / 3)
+    assert summary["runs"] == 3 and summary["train_wall_s"] == pytest.approx(700.0)
+    assert summary["train_cpu_s"] == pytest.approx(350.0) and summary["estimate_wall_s"] == pytest.approx(3.0)
