@@ -26,8 +26,16 @@
     return value == null ? "–" : format(value);
   }
 
+  // Line i's colour and dash: the 7 colours and 4 dashes give 28 lines that all look different.
+  function style(i) {
+    return { stroke: PALETTE[i % PALETTE.length], dash: DASHES[i % DASHES.length] };
+  }
+
   // options: title, yLabel, series: [label, ...], xLabel ("epoch"), xMin (0), xMax (the last
-  // epoch to expect), yRange ([min, max] or none), format (a value as shown), height.
+  // epoch to expect), yRange ([min, max] or none), format (a value as shown), height;
+  // legend (false: none, for many lines, whose page names them itself), onFocus(i or null:
+  // the line nearest the pointer, which the chart then draws over the others faded),
+  // xValues (the x axis's tick labels) and xIncrs (its tick steps) in place of whole epochs.
   function lineChart(parent, options) {
     const box = document.createElement("figure");
     box.className = "chart";
@@ -38,26 +46,31 @@
     const format = options.format || shortNumber;
     const xLabel = options.xLabel || "epoch";
     const width = () => Math.max(200, Math.floor(box.clientWidth));
+    const focusing = typeof options.onFocus === "function";
     const plot = new uPlot({
       title: options.title,
       width: width(),
       height: options.height || 240,
       // On a narrow screen the legend names the lines only; wider, it also reads out the hovered epoch.
-      legend: { live: width() >= LIVE_LEGEND_WIDTH },
+      legend: { show: options.legend !== false, live: width() >= LIVE_LEGEND_WIDTH },
+      focus: { alpha: focusing ? 0.25 : 1 },
+      cursor: focusing ? { focus: { prox: 24 } } : {},
+      hooks: focusing ? { setSeries: [(u, i) => options.onFocus(i == null ? null : i - 1)] } : {},
       scales: {
         x: { time: false, range: (u, min, max) => [options.xMin ?? 0, Math.max(options.xMax || 1, max || 0)] },
         y: options.yRange ? { range: () => options.yRange } : {},
       },
       axes: [
-        { label: xLabel, incrs: WHOLE_STEPS, values: (u, ticks) => ticks.map((t) => (Number.isInteger(t) ? String(t) : "")) },
+        { label: xLabel, incrs: options.xIncrs || WHOLE_STEPS,
+          values: options.xValues || ((u, ticks) => ticks.map((t) => (Number.isInteger(t) ? String(t) : ""))) },
         { label: options.yLabel, size: 64, values: (u, ticks) => ticks.map((t) => format(t)) },
       ],
       series: [
         { label: xLabel, value: (u, v, s, idx) => shown(u, v, s, idx, String) },
         ...options.series.map((label, i) => ({
           label,
-          stroke: PALETTE[i % PALETTE.length],
-          dash: DASHES[i % DASHES.length],
+          ...style(i),
+          spanGaps: options.spanGaps === true,
           width: 2,
           points: { size: 6 },
           value: (u, v, s, idx) => shown(u, v, s, idx, format),
@@ -75,8 +88,12 @@
         plot.setData([xs, ...columns]);
         box.dataset.points = String(xs.length);
       },
+      // Draw line i over the others (the others faded), or all alike again with null.
+      focus(i) {
+        plot.setSeries(i == null ? null : i + 1, { focus: true });
+      },
     };
   }
 
-  noisyfit.charts = { PALETTE, DASHES, lineChart, shortNumber };
+  noisyfit.charts = { PALETTE, DASHES, style, lineChart, shortNumber };
 })();
