@@ -7,6 +7,7 @@ api/static/vendor). No page loads anything from another host.
     login.py     /ui/login, /ui/logout
     jobs.py      /ui/jobs, /ui/jobs/{id} (+ its metrics, events, artifacts and cancel)
     compare.py   /ui/compare (2 to 200 jobs' curves, the spec fields that differ) and its metrics
+    sweeps.py    /ui/sweeps, /ui/sweeps/{id} (+ its cancel and table downloads)
 
 To add a page: in a module of this package, `router = page_router()`; a route takes `visitor:
 SignedIn` (or `CsrfChecked` for a form post), reads through the service functions of shared/
@@ -20,11 +21,11 @@ api/static/ui/charts.js.
 
 from fastapi import Request
 
-from api.ui import compare, jobs, login
+from api.ui import compare, jobs, login, sweeps
 from api.ui.render import page_router
 from shared.errors import NotFound
 
-PAGES = [login.router, jobs.router, compare.router]
+PAGES = [login.router, jobs.router, compare.router, sweeps.router]
 
 router = page_router()
 for pages in PAGES:

@@ -2,19 +2,24 @@
 sign-in, jobs list and job page are in test_ui.py; tests/e2e/ui/ drives all of them in a browser)."""
 
 import json
+import random
 import re
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
+from sqlmodel import Session
 
 from shared import compare
+from shared.db import get_engine
 from shared.jobs import METRICS_FILE
+from shared.models import Job, JobStatus
 from shared.settings import Settings
 from shared.store import artifact_key, get_store
 from shared.stream import get_stream
-from tests.conftest import Headers, ui_sign_in
+from tests.conftest import Headers, csrf_token, ui_sign_in
 
 SPEC = {"dataset": "mnist", "noise": {"type": "symmetric", "rate": 0.4}, "loss": "nce+rce", "epochs": 2,
         "train_size": 500, "lr": 0.05}
@@ -132,3 +137,77 @@ def test_another_users_jobs_and_sweeps_are_not_found_in_a_compare(signed_in: Tes
                  f"/ui/compare?sweep={sweep}"):
         assert signed_in.get(path).status_code == 404, path
     assert signed_in.get(f"/ui/compare?ids={ours}").status_code == 422
+
+
+# ---------------------------------------------------------------- sweeps
+
+
+def finish_jobs(settings: Settings, results: dict[str, dict[str, Any]]) -> None:
+    """Mark jobs succeeded with these results, as a worker would."""
+    with Session(get_engine(settings.database_url)) as session:
+        for job_id, result in results.items():
+            session.execute(update(Job).where(Job.id == job_id).values(status=JobStatus.succeeded, result=result))
+        session.commit()
+
+
+GRID = {"loss": ["ce", "nce+rce"], "noise.rate": [0.4, 0.2], "seed": [0, 1]}
+
+
+@pytest.fixture
+def finished_sweep(client: TestClient, user_headers: Headers, settings: Settings) -> dict[str, Any]:
+    """A 2 × 2 grid over two seeds, seven of its eight jobs succeeded with random accuracies."""
+    sweep = client.post("/v1/sweeps", json={"base": {**SPEC, "validation_split": 0.2}, "grid": GRID},
+                        headers=user_headers).json()
+    rng = random.Random(sweep["id"])
+    finish_jobs(settings, {job_id: {"final_test_accuracy": rng.uniform(0.3, 0.9), "final_val_accuracy": rng.uniform(0.2, 0.8)}
+                           for job_id in sweep["jobs"][:-1]})
+    return sweep
+
+
+def grid_cells(html: str) -> list[dict[str, str]]:
+    return [dict(re.findall(r'(data-[\w-]+)="([^"]*)"', attrs)) | {"text": " ".join(re.sub(r"<[^>]+>", " ", body).split())}
+            for attrs, body in re.findall(r'<td class="cell[^"]*"([^>]*)>(.*?)</td>', html, re.S)]
+
+
+def test_the_sweep_grid_shows_the_tables_figures_with_the_best_marked(signed_in: TestClient, client: TestClient,
+                                                                     user_headers: Headers, finished_sweep):
+    table = client.get(f"/v1/sweeps/{finished_sweep['id']}/table", headers=user_headers).json()
+    best = client.get(f"/v1/sweeps/{finished_sweep['id']}", headers=user_headers).json()["best"]
+    page = signed_in.get(f"/ui/sweeps/{finished_sweep['id']}")
+    assert page.status_code == 200, page.text
+    assert re.findall(r"data-value='([^']+)'", page.text) == ["0.4", "0.2"]  # the swept value, in the grid's order
+    assert re.findall(r'<tr data-line="([^"]+)"', page.text) == ["ce", "nce+rce"]
+    cells = grid_cells(page.text)
+    assert len(cells) == len(table) == 4
+    for cell, row in zip(cells, table):  # the table's order is the grid's: loss, then noise.rate
+        assert float(cell["data-mean"]) == row["mean"] and float(cell["data-val-mean"]) == row["val_mean"]
+        assert cell.get("data-std") == (repr(row["std"]) if row["std"] is not None else None)
+        shown = f"{100 * row['mean']:.2f}" + (f" ± {100 * row['std']:.2f}" if row["std"] is not None else "")
+        assert cell["text"].startswith(shown), (cell["text"], shown)
+        assert f"{row['n']} of {len(row['runs'])} runs" in cell["text"]
+        assert ("★" in cell["text"]) == (row["cell"] == best["cell"])
+    assert best["by"] == "validation" and "by noisy validation" in page.text
+    for row in table:  # a cell of two runs (seeds) leads to their curves compared
+        assert f'href="/ui/compare?ids={"%2C".join(r["id"] for r in row["runs"])}"' in page.text
+
+
+def test_the_sweeps_list_and_a_sweeps_downloads(signed_in: TestClient, client: TestClient, user_headers: Headers,
+                                                finished_sweep):
+    listed = signed_in.get("/ui/sweeps").text
+    assert f'data-sweep="{finished_sweep["id"]}"' in listed and "7 / 8" in listed
+    csv = signed_in.get(f"/ui/sweeps/{finished_sweep['id']}/table.csv")
+    assert csv.status_code == 200 and csv.text == client.get(
+        f"/v1/sweeps/{finished_sweep['id']}/table?format=csv", headers=user_headers).text
+    assert "attachment" in csv.headers["content-disposition"]
+
+
+def test_another_users_sweep_is_not_found(signed_in: TestClient, client: TestClient, make_user):
+    theirs = client.post("/v1/sweeps", json={"base": SPEC, "grid": {"seed": [0, 1]}}, headers=make_user("bob")).json()
+    for path in ("", "/table.csv"):
+        assert signed_in.get(f"/ui/sweeps/{theirs['id']}{path}").status_code == 404, path
+    assert signed_in.post(f"/ui/sweeps/{theirs['id']}/cancel", data={"csrf_token": csrf(signed_in)}).status_code == 404
+    assert theirs["id"] not in signed_in.get("/ui/sweeps").text
+
+
+def csrf(browser: TestClient, path: str = "/ui/jobs") -> str:
+    return csrf_token(browser.get(path).text)

@@ -16,9 +16,10 @@
     return size >= 1e4 || size < 1e-3 ? value.toExponential(1) : String(Number(value.toPrecision(3)));
   }
 
-  // A legend value: the hovered point's, or with no point hovered the line's latest.
-  function shown(u, value, seriesIndex, index, format) {
+  // A legend value: the hovered point's, or with no point hovered the line's latest (or none).
+  function shown(u, value, seriesIndex, index, format, latest = true) {
     if (index == null) {
+      if (!latest) return "–";
       const column = u.data[seriesIndex] || [];
       for (let i = column.length - 1; i >= 0; i--) if (column[i] != null) return format(column[i]);
       return "–";
@@ -35,7 +36,10 @@
   // epoch to expect), yRange ([min, max] or none), format (a value as shown), height;
   // legend (false: none, for many lines, whose page names them itself), onFocus(i or null:
   // the line nearest the pointer, which the chart then draws over the others faded),
-  // xValues (the x axis's tick labels) and xIncrs (its tick steps) in place of whole epochs.
+  // xSplits (where the x axis has its ticks) and xValues (their labels) in place of whole epochs;
+  // spanGaps (draw a line across missing points); points (false: lines only); legendLatest
+  // (false: the legend shows values only while the pointer is on the chart); hooks (uPlot's,
+  // such as draw); yRange may be a function, asked again at every redraw.
   function lineChart(parent, options) {
     const box = document.createElement("figure");
     box.className = "chart";
@@ -47,6 +51,7 @@
     const xLabel = options.xLabel || "epoch";
     const width = () => Math.max(200, Math.floor(box.clientWidth));
     const focusing = typeof options.onFocus === "function";
+    const latest = options.legendLatest !== false;
     const plot = new uPlot({
       title: options.title,
       width: width(),
@@ -55,25 +60,26 @@
       legend: { show: options.legend !== false, live: width() >= LIVE_LEGEND_WIDTH },
       focus: { alpha: focusing ? 0.25 : 1 },
       cursor: focusing ? { focus: { prox: 24 } } : {},
-      hooks: focusing ? { setSeries: [(u, i) => options.onFocus(i == null ? null : i - 1)] } : {},
+      hooks: { ...(options.hooks || {}),
+        ...(focusing ? { setSeries: [(u, i) => options.onFocus(i == null ? null : i - 1)] } : {}) },
       scales: {
         x: { time: false, range: (u, min, max) => [options.xMin ?? 0, Math.max(options.xMax || 1, max || 0)] },
-        y: options.yRange ? { range: () => options.yRange } : {},
+        y: options.yRange ? { range: typeof options.yRange === "function" ? () => options.yRange() : () => options.yRange } : {},
       },
       axes: [
-        { label: xLabel, incrs: options.xIncrs || WHOLE_STEPS,
+        { label: xLabel, incrs: WHOLE_STEPS, ...(options.xSplits ? { splits: () => options.xSplits } : {}),
           values: options.xValues || ((u, ticks) => ticks.map((t) => (Number.isInteger(t) ? String(t) : ""))) },
         { label: options.yLabel, size: 64, values: (u, ticks) => ticks.map((t) => format(t)) },
       ],
       series: [
-        { label: xLabel, value: (u, v, s, idx) => shown(u, v, s, idx, String) },
+        { label: xLabel, value: (u, v, s, idx) => shown(u, v, s, idx, String, latest) },
         ...options.series.map((label, i) => ({
           label,
           ...style(i),
           spanGaps: options.spanGaps === true,
           width: 2,
-          points: { size: 6 },
-          value: (u, v, s, idx) => shown(u, v, s, idx, format),
+          points: options.points === false ? { show: false } : { size: 6 },
+          value: (u, v, s, idx) => shown(u, v, s, idx, format, latest),
         })),
       ],
     }, [[], ...options.series.map(() => [])], box);

@@ -52,6 +52,7 @@
       chart: charts.lineChart(box, {
         title: figure.title, yLabel: figure.yLabel, xMax, yRange: figure.yRange, format: figure.format,
         series: rows.map((row) => row.dataset.label), legend: box.dataset.legend === "true", spanGaps: true,
+        points: rows.length <= 6,
         onFocus: marked, height: 260,
       }),
     }));
