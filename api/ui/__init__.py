@@ -8,6 +8,7 @@ api/static/vendor). No page loads anything from another host.
     jobs.py      /ui/jobs, /ui/jobs/{id} (+ its metrics, events, artifacts and cancel)
     compare.py   /ui/compare (2 to 200 jobs' curves, the spec fields that differ) and its metrics
     sweeps.py    /ui/sweeps, /ui/sweeps/{id} (+ its cancel and table downloads)
+    submit.py    /ui/submit (a job's form, from the catalog) and the presets it shows
 
 To add a page: in a module of this package, `router = page_router()`; a route takes `visitor:
 SignedIn` (or `CsrfChecked` for a form post), reads through the service functions of shared/
@@ -21,11 +22,11 @@ api/static/ui/charts.js.
 
 from fastapi import Request
 
-from api.ui import compare, jobs, login, sweeps
+from api.ui import compare, jobs, login, submit, sweeps
 from api.ui.render import page_router
 from shared.errors import NotFound
 
-PAGES = [login.router, jobs.router, compare.router, sweeps.router]
+PAGES = [login.router, jobs.router, compare.router, sweeps.router, submit.router]
 
 router = page_router()
 for pages in PAGES:

@@ -211,3 +211,67 @@ def test_another_users_sweep_is_not_found(signed_in: TestClient, client: TestCli
 
 def csrf(browser: TestClient, path: str = "/ui/jobs") -> str:
     return csrf_token(browser.get(path).text)
+
+
+# ---------------------------------------------------------------- submit
+
+
+def form_values(html: str) -> dict[str, str]:
+    values = dict(re.findall(r'<input id="(\w+)" name="\w+" type="text"[^>]*?value="([^"]*)"', html, re.S))
+    for name, options in re.findall(r'<select id="(\w+)" name="\w+".*?>(.*?)</select>', html, re.S):
+        chosen = re.search(r'<option value="([^"]+)" selected', options)
+        values[name] = chosen.group(1) if chosen else ""
+    return values
+
+
+def test_the_submit_form_shows_the_presets_and_the_formula(signed_in: TestClient):
+    page = signed_in.get("/ui/submit")
+    assert page.status_code == 200
+    assert form_values(page.text)["dataset"] == "fashion-mnist" and "α · NCE + β · RCE" in page.text
+    assert 'id="alpha-hint">preset: 1.0<' in page.text and 'id="beta-hint">preset: 10.0<' in page.text  # mnist family
+    preset = signed_in.get("/ui/submit/preset?dataset=cifar100&loss=nce%2Brce&noise_type=symmetric&noise_rate=0.4",
+                           headers=JSON).json()
+    assert (preset["alpha"], preset["beta"], preset["epochs"]) == (10.0, 0.1, 200)
+    single = signed_in.get("/ui/submit/preset?dataset=mnist&loss=gce&noise_type=none", headers=JSON).json()
+    assert single["takes_beta"] is False and single["formula"][0].startswith("GCE")
+    wrong = signed_in.get("/ui/submit/preset?dataset=mnist&loss=nce%2Bce&noise_type=none", headers=JSON).json()
+    assert wrong["error"]["field"] == "loss" and "not robust" in wrong["error"]["message"]
+
+
+@pytest.mark.parametrize(("field", "value", "says"), [
+    ("noise_rate", "0.95", "rate"), ("epochs", "0", "greater than or equal to 1"), ("epochs", "ten", "whole number"),
+    ("loss", "nce+nce", "twice"), ("alpha", "-1", "greater than 0"), ("train_size", "5", "at least 100"),
+])
+def test_a_refused_value_is_shown_at_its_field_with_the_values_kept(signed_in: TestClient, client: TestClient,
+                                                                    user_headers: Headers, field: str, value: str,
+                                                                    says: str):
+    values = {"dataset": "mnist", "loss": "nce+rce", "noise_type": "symmetric", "noise_rate": "0.4", "alpha": "",
+              "beta": "2", "epochs": "3", "train_size": "500", "validation_split": "0.1", "seed": "7", field: value}
+    before = client.get("/v1/jobs", headers=user_headers).json()["jobs"]
+    page = signed_in.post("/ui/submit", data={**values, "csrf_token": csrf(signed_in, "/ui/submit")},
+                          follow_redirects=False)
+    assert page.status_code == 422, page.text
+    error = re.search(rf'<p class="field-error" id="{field}-error" data-error-for="{field}" role="alert">([^<]+)</p>',
+                      page.text)
+    assert error and says in error.group(1), page.text
+    assert re.search(rf'id="{field}"[^>]*aria-invalid="true"', page.text)
+    assert form_values(page.text) == values
+    assert client.get("/v1/jobs", headers=user_headers).json()["jobs"] == before
+
+
+def test_a_submitted_form_makes_the_job_as_post_v1_jobs_would(signed_in: TestClient, client: TestClient,
+                                                            user_headers: Headers):
+    form = {"dataset": "mnist", "loss": "NCE+RCE", "noise_type": "asymmetric", "noise_rate": "0.3", "alpha": "",
+            "beta": "", "epochs": "3", "train_size": "500", "validation_split": "0.1", "seed": "7"}
+    refused = signed_in.post("/ui/submit", data=form, follow_redirects=False)
+    assert refused.status_code == 403  # no CSRF token
+    sent = signed_in.post("/ui/submit", data={**form, "csrf_token": csrf(signed_in, "/ui/submit")},
+                          follow_redirects=False)
+    assert sent.status_code == 303 and sent.headers["location"].startswith("/ui/jobs/job_")
+    job = client.get(f"/v1/jobs/{sent.headers['location'].rsplit('/', 1)[1]}", headers=user_headers).json()
+    expected = client.post("/v1/jobs", headers=user_headers, json={
+        "dataset": "mnist", "loss": "nce+rce", "noise": {"type": "asymmetric", "rate": 0.3}, "epochs": 3,
+        "train_size": 500, "validation_split": 0.1, "seed": 7}).json()
+    assert job["spec"] == expected["spec"]
+    copy = form_values(signed_in.get(f"/ui/submit?from={job['id']}").text)
+    assert copy["loss"] == "nce+rce" and copy["noise_type"] == "asymmetric" and copy["epochs"] == "3"
