@@ -3,6 +3,7 @@
     NoisyfitError                                  code, HTTP status, message (what to change), field
     ├── SpecError               422 invalid_spec           a job spec that cannot run as asked
     │   └── GridError           422 invalid_spec           a sweep grid that cannot be expanded
+    ├── VersionError            422 invalid_version        a data-set version that cannot be made as asked
     ├── BadDataset              400 bad_dataset            an upload noisyfit cannot train on
     │   └── UploadTooLarge      400 upload_too_large
     ├── BadArtifactName         422 invalid_artifact_name
@@ -60,6 +61,13 @@ class SpecError(NoisyfitError, ValueError):
 
 class GridError(SpecError):
     """A sweep grid that cannot be expanded; `field` names the grid entry to change."""
+
+
+class VersionError(NoisyfitError, ValueError):
+    """A data-set version that cannot be made as asked (shared/versions.py); `field` names the
+    entry to change (`changes[3]`, `drop[0]`, `from_job`)."""
+
+    code, status = "invalid_version", 422
 
 
 class BadDataset(NoisyfitError):

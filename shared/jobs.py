@@ -88,14 +88,15 @@ def create_job(
     spec = spec if isinstance(spec, JobSpec) else JobSpec.parse(spec)
     lock_user(session, user_id)  # until the commit: the data set and the job limit stay as read
     try:
-        resolved = resolve_spec(spec, _data_info(session, user_id, spec.dataset)).to_json()
+        info = _data_info(session, user_id, spec.dataset)
+        resolved = resolve_spec(spec, info).to_json()
         scheduling.check_time_limit(resolved, settings)
         request_hash = _request_hash(resolved, sweep_id)
         existing = _replay(session, user_id, idempotency_key, request_hash) if idempotency_key is not None else None
         if existing is not None:
             session.commit()
             return existing, False
-        require_holder(spec.dataset, settings)
+        require_holder(loaded_dataset(info, spec.dataset), settings)
         check_quota(session, user_id, settings)
         active = count_active(session, user_id)
         if active >= settings.max_active_jobs_per_user:
@@ -158,6 +159,11 @@ def check_quota(session: Session, user_id: int, settings: Settings) -> None:
         f"submit again after {usage.frees_at.isoformat(timespec='seconds')} (in {wait} s, if your running jobs "
         "end now), or cancel running jobs", retry_after_s=wait,
     )
+
+
+def loaded_dataset(info: DataInfo | None, name: str) -> str:
+    """The data set a worker loads to train on `name`: a version's root, else `name` itself."""
+    return info.root if info is not None and info.root else name
 
 
 def require_holder(dataset: str, settings: Settings) -> None:
@@ -474,12 +480,16 @@ def _hash(data: Any) -> str:
 
 
 def _data_info(session: Session, user_id: int, name: str) -> DataInfo | None:
-    """None for a built-in data set (resolve_spec knows it); an uploaded one of the user's, described."""
+    """None for a built-in data set (resolve_spec knows it); one of the user's, described: an
+    upload, or a version (of a built-in data set: resolved as the built-in, see DataInfo)."""
     if name in DATASETS or not name.startswith("ds_"):
         return None
     ds = session.exec(select(DatasetRow).where(DatasetRow.id == name)).first() if DATASET_ID.fullmatch(name) else None
     if ds is None or ds.user_id != user_id:
         raise SpecError(f"no data set {name!r} of yours; GET /v1/datasets lists them", "dataset")
+    if ds.root in DATASETS:
+        family = DATASETS[ds.root].family
+        return DataInfo(ds.num_classes, ds.channels, ds.size, ds.train_samples, family, builtin=True, root=ds.root)
     family = "mnist" if ds.channels == 1 else ("cifar100" if ds.num_classes > 10 else "cifar10")
     return DataInfo(ds.num_classes, ds.channels, ds.size, ds.train_samples, family, builtin=False)
 

@@ -31,7 +31,11 @@ def _one_of(names: Any) -> str:
 
 @dataclass(frozen=True)
 class DataInfo:
-    """What resolution needs to know of a data set (built-in or uploaded)."""
+    """What resolution needs to know of a data set (built-in, uploaded, or a version of either).
+
+    A version of a built-in data set resolves as the built-in (its family, class maps and
+    augmentation) with its own number of samples; `root` names the built-in, whose files a
+    worker must hold to train on it."""
 
     num_classes: int
     channels: int
@@ -39,6 +43,7 @@ class DataInfo:
     train_samples: int
     family: str
     builtin: bool
+    root: str | None = None
 
     @classmethod
     def builtin_named(cls, name: str) -> "DataInfo":

@@ -157,8 +157,8 @@ def _resolve_cell(session: Session, user_id: int, grid: Grid, index: int, spec: 
     parsed = _parse_cell(grid, index, spec)
     try:
         if parsed.dataset not in infos:
-            jobs.require_holder(parsed.dataset, settings)
-            infos[parsed.dataset] = jobs._data_info(session, user_id, parsed.dataset)
+            infos[parsed.dataset] = info = jobs._data_info(session, user_id, parsed.dataset)
+            jobs.require_holder(jobs.loaded_dataset(info, parsed.dataset), settings)
         resolved = resolve_spec(parsed, infos[parsed.dataset]).to_json()
         scheduling.check_time_limit(resolved, settings)
         return resolved

@@ -36,6 +36,7 @@ from shared.errors import (
     StreamUnavailable,
 )
 from shared.store import get_store
+from shared.versions import VersionArrays
 from shared.stream import MetricsStream, get_stream
 from worker.datasets import UPLOADED_PREFIX, uploaded_path
 from worker.dispatch import GIVE_BACK, SERVICE_ERRORS
@@ -107,13 +108,17 @@ def _train(job_id: str, spec: ResolvedSpec, settings: Settings,
 
 
 def fetch_upload(dataset: str, settings: Settings) -> None:
-    """A user's uploaded data set (ds_...) comes from the object store into data_dir first."""
+    """A user's data set (ds_...) comes from the object store into data_dir first; a version's
+    root too, when that is an upload (shared.versions)."""
     if not dataset.startswith(UPLOADED_PREFIX):
         return
     try:
-        fetch_dataset(get_store(settings), dataset, uploaded_path(dataset, settings.data_dir))
+        path = fetch_dataset(get_store(settings), dataset, uploaded_path(dataset, settings.data_dir))
     except ObjectMissing as exc:
         raise DatasetUnavailable(f"uploaded data set {dataset} is no longer in the object store; upload it again") from exc
+    version = VersionArrays.read(path)
+    if version is not None:
+        fetch_upload(version.root, settings)
 
 
 def failure(exc: Exception) -> dict[str, str]:

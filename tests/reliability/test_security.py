@@ -30,6 +30,7 @@ from tests.reliability.conftest import TINY_SPEC, User, db_session, stored_key
 PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc",
                 "/ui/", "/ui/login", "/ui/{path:path}"}
 ARTIFACT = "result.json"
+BODIES = {"/v1/datasets/{dataset_id}/versions": {"drop": [0]}}  # a body the owner's request would pass with
 
 
 def _dependency_calls(dependant: Any) -> set[Any]:
@@ -73,7 +74,7 @@ def session_of(app: FastAPI, someone: User) -> TestClient:
 @pytest.fixture(scope="module")
 def victim(api: TestClient, user: Callable[..., User], isolated_settings: Settings) -> dict[str, Any]:
     """A user owning one of everything: a finished job with an artifact, a queued job,
-    and a sweep and a data set where those routes exist."""
+    and a sweep and a data set (a version of an upload) where those routes exist."""
     owner = user("victim")
     finished = api.post("/v1/jobs", json=TINY_SPEC, headers=owner.headers).json()["id"]
     assert api.post(f"/v1/jobs/{finished}/cancel", headers=owner.headers).json()["status"] == "cancelled"
@@ -91,6 +92,10 @@ def victim(api: TestClient, user: Callable[..., User], isolated_settings: Settin
             api.post(f"/v1/jobs/{job_id}/cancel", headers=owner.headers)
     if "/v1/datasets" in paths:
         ids["dataset_id"] = _upload_dataset(api, owner)
+    if ids.get("dataset_id") and "/v1/datasets/{dataset_id}/versions" in paths:  # a version of it, then
+        response = api.post(f"/v1/datasets/{ids['dataset_id']}/versions", json={"drop": [1]}, headers=owner.headers)
+        assert response.status_code == 201, response.text
+        ids["dataset_id"] = response.json()["id"]
     return ids
 
 
@@ -174,7 +179,7 @@ def test_every_route_refuses_the_wrong_user(
             continue
         for job_key in ("job_id", "queued_job_id"):
             url = _path(path, victim, job_key)
-            response = api.request(method, url, headers=attacker.headers)
+            response = api.request(method, url, headers=attacker.headers, json=BODIES.get(path))
             assert response.status_code == 404, (method, url, response.status_code, response.text)
             assert response.json()["error"]["code"] == "not_found", response.text
             assert victim["job_id"] not in response.text or "job" in response.json()["error"]["message"]
