@@ -9,6 +9,7 @@ api/static/vendor). No page loads anything from another host.
     compare.py   /ui/compare (2 to 200 jobs' curves, the spec fields that differ) and its metrics
     sweeps.py    /ui/sweeps, /ui/sweeps/{id} (+ its cancel and table downloads)
     submit.py    /ui/submit (a job's form, from the catalog) and the presets it shows
+    datasets.py  /ui/datasets, /ui/datasets/{id} (class counts, lineage) and its images as PNGs
 
 To add a page: in a module of this package, `router = page_router()`; a route takes `visitor:
 SignedIn` (or `CsrfChecked` for a form post), reads through the service functions of shared/
@@ -22,11 +23,11 @@ api/static/ui/charts.js.
 
 from fastapi import Request
 
-from api.ui import compare, jobs, login, submit, sweeps
+from api.ui import compare, datasets, jobs, login, submit, sweeps
 from api.ui.render import page_router
 from shared.errors import NotFound
 
-PAGES = [login.router, jobs.router, compare.router, sweeps.router, submit.router]
+PAGES = [login.router, jobs.router, compare.router, sweeps.router, submit.router, datasets.router]
 
 router = page_router()
 for pages in PAGES:

@@ -28,7 +28,8 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 STATIC = Path(__file__).resolve().parents[1] / "static"
 
 # The pages named in the top bar: (key, path, label); a page passes its key as `nav`.
-NAV = [("jobs", "/ui/jobs", "Jobs"), ("sweeps", "/ui/sweeps", "Sweeps"), ("submit", "/ui/submit", "Submit")]
+NAV = [("jobs", "/ui/jobs", "Jobs"), ("sweeps", "/ui/sweeps", "Sweeps"), ("submit", "/ui/submit", "Submit"),
+       ("datasets", "/ui/datasets", "Data sets")]
 
 # Every asset comes from this host; the scripts reach only this host; no inline script or style.
 SECURITY_HEADERS = {

@@ -116,9 +116,11 @@ def _form(request: Request, visitor: SignedIn, session: SessionDep, fleet: Fleet
 
 @router.get("/submit", response_class=HTMLResponse)
 def submit_form(request: Request, visitor: SignedIn, session: SessionDep, fleet: FleetDep,
-                copy: Annotated[str | None, Query(alias="from", max_length=64)] = None) -> Response:
-    """The form, blank but for sensible choices, or filled from one of the visitor's jobs (`from`)."""
-    values = dict(DEFAULTS)
+                copy: Annotated[str | None, Query(alias="from", max_length=64)] = None,
+                dataset: Annotated[str | None, Query(max_length=64)] = None) -> Response:
+    """The form, blank but for sensible choices (`dataset` chosen), or filled from one of the
+    visitor's jobs (`from`)."""
+    values = dict(DEFAULTS, **({"dataset": dataset} if dataset else {}))
     if copy:
         spec = jobs.get_job(session, visitor.user.id, copy).spec
         values = {"dataset": spec["dataset"], "loss": spec["loss"], "noise_type": spec["noise"]["type"],

@@ -1,14 +1,17 @@
 """The dashboard's compare, sweep, submit and data-set pages as the server answers them (the
 sign-in, jobs list and job page are in test_ui.py; tests/e2e/ui/ drives all of them in a browser)."""
 
+import io
 import json
 import random
 import re
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 from sqlalchemy import update
 from sqlmodel import Session
 
@@ -275,3 +278,85 @@ def test_a_submitted_form_makes_the_job_as_post_v1_jobs_would(signed_in: TestCli
     assert job["spec"] == expected["spec"]
     copy = form_values(signed_in.get(f"/ui/submit?from={job['id']}").text)
     assert copy["loss"] == "nce+rce" and copy["noise_type"] == "asymmetric" and copy["epochs"] == "3"
+
+
+# ---------------------------------------------------------------- data sets
+
+
+def upload(client: TestClient, headers: Headers, labels: list[int], classes: int = 3, colour: bool = False) -> str:
+    """An uploaded data set of random 12×12 images; its id."""
+    rng = np.random.default_rng(len(labels))
+    shape = (len(labels), 3, 12, 12) if colour else (len(labels), 12, 12)
+    arrays = {"x_train": rng.integers(0, 256, shape, dtype=np.uint8), "y_train": np.array(labels),
+              "x_test": rng.integers(0, 256, (classes, *shape[1:]), dtype=np.uint8), "y_test": np.arange(classes)}
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    response = client.post("/v1/datasets", data={"name": "dots"}, files={"file": ("dots.npz", buffer.getvalue())},
+                           headers=headers)
+    assert response.status_code == 201, response.text
+    UPLOADED[response.json()["id"]] = arrays
+    return response.json()["id"]
+
+
+UPLOADED: dict[str, dict[str, np.ndarray]] = {}
+
+
+def pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)))
+
+
+def counts_shown(html: str) -> list[int]:
+    return [int(n) for n in re.findall(r'data-label="Samples" data-count="(\d+)"', html)]
+
+
+def test_an_uploads_page_counts_its_classes_and_shows_its_images(signed_in: TestClient, client: TestClient,
+                                                                  user_headers: Headers):
+    labels = [0] * 12 + [1] * 5 + [2] * 13
+    ds = upload(client, user_headers, labels, colour=True)
+    page = signed_in.get(f"/ui/datasets/{ds}")
+    assert page.status_code == 200, page.text
+    assert counts_shown(page.text) == [12, 5, 13]
+    shown = [int(i) for i in re.findall(rf'src="/ui/datasets/{ds}/images/(\d+).png"', page.text)]
+    assert shown == [i for k in range(3) for i in [j for j, y in enumerate(labels) if y == k][:8]]
+    image = signed_in.get(f"/ui/datasets/{ds}/images/13.png")
+    assert image.headers["content-type"] == "image/png"
+    assert (pixels(image.content) == UPLOADED[ds]["x_train"][13].transpose(1, 2, 0)).all()
+    assert signed_in.get(f"/ui/datasets/{ds}/images/{len(labels)}.png").status_code == 404
+    one_class = signed_in.get(f"/ui/datasets/{ds}?cls=1").text
+    assert re.findall(rf'/ui/datasets/{ds}/images/(\d+).png', one_class) == ["12", "13", "14", "15", "16"]
+    listed = signed_in.get("/ui/datasets").text
+    assert f'data-dataset="{ds}"' in listed and 'data-dataset="fashion-mnist"' in listed
+
+
+def test_a_versions_page_shows_its_own_labels_over_its_roots_images(signed_in: TestClient, client: TestClient,
+                                                                    user_headers: Headers):
+    labels = [0] * 11 + [1] * 10 + [2] * 10
+    ds = upload(client, user_headers, labels)
+    made = client.post(f"/v1/datasets/{ds}/versions", json={"changes": [[3, 2], [4, 1]], "drop": [0]},
+                       headers=user_headers)
+    assert made.status_code == 201, made.text
+    version = made.json()["id"]
+    page = signed_in.get(f"/ui/datasets/{version}").text
+    assert counts_shown(page) == [8, 11, 11]
+    assert f'href="/ui/datasets/{ds}"' in page and "2 relabelled, 1 dropped" in page
+    first = signed_in.get(f"/ui/datasets/{version}/images/0.png").content  # the root's sample 1: sample 0 was dropped
+    assert (pixels(first) == UPLOADED[ds]["x_train"][1]).all()
+    assert f'href="/ui/datasets/{version}"' in signed_in.get(f"/ui/datasets/{ds}").text  # versions made from it
+
+
+def test_a_builtin_data_sets_page_reads_the_hosts_copy(signed_in: TestClient):
+    page = signed_in.get("/ui/datasets/fashion-mnist")
+    assert page.status_code == 200
+    counts = counts_shown(page.text)
+    assert counts == [6000] * 10  # Fashion-MNIST's training set is balanced
+    image = pixels(signed_in.get("/ui/datasets/fashion-mnist/images/0.png").content)
+    assert image.shape == (28, 28) and image.dtype == np.uint8 and image.max() > 0
+    assert "no copy" in signed_in.get("/ui/datasets/cifar10").text
+
+
+def test_another_users_data_set_is_not_found(signed_in: TestClient, client: TestClient, make_user):
+    theirs = upload(client, make_user("bob"), [0, 1, 2] * 10)
+    for path in ("", "/images/0.png"):
+        assert signed_in.get(f"/ui/datasets/{theirs}{path}").status_code == 404, path
+    assert theirs not in signed_in.get("/ui/datasets").text
+    assert signed_in.get("/ui/datasets/no-such-set").status_code == 404
