@@ -10,6 +10,7 @@ api/static/vendor). No page loads anything from another host.
     sweeps.py    /ui/sweeps, /ui/sweeps/{id} (+ its cancel and table downloads)
     submit.py    /ui/submit (a job's form, from the catalog) and the presets it shows
     datasets.py  /ui/datasets, /ui/datasets/{id} (class counts, lineage) and its images as PNGs
+    mislabels.py /ui/jobs/{id}/mislabels (a job's suspects, marked; a new version from the marks)
 
 To add a page: in a module of this package, `router = page_router()`; a route takes `visitor:
 SignedIn` (or `CsrfChecked` for a form post), reads through the service functions of shared/
@@ -23,11 +24,12 @@ api/static/ui/charts.js.
 
 from fastapi import Request
 
-from api.ui import compare, datasets, jobs, login, submit, sweeps
+from api.ui import compare, datasets, jobs, login, mislabels, submit, sweeps
 from api.ui.render import page_router
 from shared.errors import NotFound
 
-PAGES = [login.router, jobs.router, compare.router, sweeps.router, submit.router, datasets.router]
+PAGES = [login.router, jobs.router, compare.router, sweeps.router, submit.router, datasets.router,
+         mislabels.router]
 
 router = page_router()
 for pages in PAGES:

@@ -360,3 +360,86 @@ def test_another_users_data_set_is_not_found(signed_in: TestClient, client: Test
         assert signed_in.get(f"/ui/datasets/{theirs}{path}").status_code == 404, path
     assert theirs not in signed_in.get("/ui/datasets").text
     assert signed_in.get("/ui/datasets/no-such-set").status_code == 404
+
+
+# ---------------------------------------------------------------- mislabels
+
+
+def trained_job(client: TestClient, headers: Headers, settings: Settings, dataset: str, rows: list[tuple],
+                flagged: list[int] | None = None) -> str:
+    """A job on `dataset` marked succeeded, with the artifacts a worker leaves: noisy_labels.npz
+    (every sample trained on, with the labels of `rows`) and suspected_mislabels.csv of `rows`
+    (index, noisy_label, predicted, confidence), ranked in their order."""
+    job = submit(client, headers, dataset=dataset, noise={"type": "none", "rate": 0.0}, train_size=30)
+    samples = UPLOADED[dataset]["y_train"].copy()
+    for index, label, _, _ in rows:
+        samples[index] = label
+    header = "index,noisy_label,predicted,confidence,loss,rank" + (",self_confidence,margin,flagged" if flagged else "")
+    lines = [header] + [f"{i},{y},{p},{c},{9 - rank},{rank}" + (f",0.1,-0.5,{flagged[rank - 1]}" if flagged else "")
+                        for rank, (i, y, p, c) in enumerate(rows, 1)]
+    store = get_store(settings)
+    store.put_bytes(artifact_key(job, "suspected_mislabels.csv"), ("\n".join(lines) + "\n").encode())
+    buffer = io.BytesIO()
+    np.savez(buffer, noisy=samples, clean=UPLOADED[dataset]["y_train"], corrupted=samples != UPLOADED[dataset]["y_train"],
+             train_indices=np.arange(len(samples)), val_indices=np.arange(0))
+    store.put_bytes(artifact_key(job, "noisy_labels.npz"), buffer.getvalue())
+    finish_jobs(settings, {job: {"final_test_accuracy": 0.5}})
+    return job
+
+
+ROWS = [(4, 1, 0, 0.97), (12, 0, 1, 0.9), (7, 0, 0, 0.6), (25, 2, 1, 0.55), (13, 1, 1, 0.99)]
+
+
+def suspects_shown(html: str) -> list[tuple[int, int, int]]:
+    return [tuple(map(int, found)) for found in
+            re.findall(r'data-index="(\d+)" data-label="(\d+)" data-predicted="(\d+)"', html)]
+
+
+def test_a_jobs_mislabels_page_lists_its_suspects_by_rank_filtered_by_class(
+    signed_in: TestClient, client: TestClient, user_headers: Headers, settings: Settings,
+):
+    ds = upload(client, user_headers, [0] * 10 + [1] * 10 + [2] * 10)
+    job = trained_job(client, user_headers, settings, ds, ROWS)
+    page = signed_in.get(f"/ui/jobs/{job}/mislabels")
+    assert page.status_code == 200, page.text
+    assert suspects_shown(page.text) == [(4, 1, 0), (12, 0, 1), (25, 2, 1)]  # predicted ≠ given, by rank
+    assert f'src="/ui/datasets/{ds}/images/4.png"' in page.text and "97.0 %" in page.text
+    assert suspects_shown(signed_in.get(f"/ui/jobs/{job}/mislabels?label=0").text) == [(12, 0, 1)]
+    assert [i for i, _, _ in suspects_shown(signed_in.get(f"/ui/jobs/{job}/mislabels?show=all").text)] == [4, 12, 7, 25, 13]
+    flagged = trained_job(client, user_headers, settings, ds, ROWS, flagged=[0, 1, 1, 0, 0])
+    assert suspects_shown(signed_in.get(f"/ui/jobs/{flagged}/mislabels").text) == [(12, 0, 1), (7, 0, 0)]
+    assert "Review the suspected mislabels" in signed_in.get(f"/ui/jobs/{job}").text
+    queued = submit(client, user_headers)
+    assert "its suspects are scored when it succeeds" in signed_in.get(f"/ui/jobs/{queued}/mislabels").text
+
+
+def test_decisions_make_a_version_of_the_jobs_data_set(signed_in: TestClient, client: TestClient,
+                                                       user_headers: Headers, settings: Settings):
+    ds = upload(client, user_headers, [0] * 11 + [1] * 10 + [2] * 10)
+    job = trained_job(client, user_headers, settings, ds, ROWS)
+    token = csrf(signed_in, f"/ui/jobs/{job}/mislabels")
+    decisions = json.dumps({"changes": [[4, 0], [25, 1]], "drop": [12]})
+    assert signed_in.post(f"/ui/jobs/{job}/mislabels/version", data={"decisions": decisions},
+                          follow_redirects=False).status_code == 403
+    made = signed_in.post(f"/ui/jobs/{job}/mislabels/version",
+                          data={"decisions": decisions, "name": "reviewed", "csrf_token": token}, follow_redirects=False)
+    assert made.status_code == 303 and made.headers["location"].startswith("/ui/datasets/ds_"), made.text
+    version = made.headers["location"].rsplit("/", 1)[1]
+    changes = client.get(f"/v1/datasets/{version}/changes", headers=user_headers).json()
+    assert changes["relabel"] == [[4, 0], [25, 1]] and changes["drop"] == [12] and changes["source_job"] == job
+    described = client.get(f"/v1/datasets/{version}", headers=user_headers).json()
+    assert described["name"] == "reviewed" and described["parent_id"] == ds and described["train_samples"] == 30
+    for bad, says in [("", "mark at least one"), ("[1, 2]", "not {"), (json.dumps({"changes": [[4, 7]]}), "not a class")]:
+        refused = signed_in.post(f"/ui/jobs/{job}/mislabels/version", data={"decisions": bad, "csrf_token": token})
+        assert refused.status_code == 422 and says in refused.text, (bad, refused.text)
+
+
+def test_another_users_mislabels_are_not_found(signed_in: TestClient, client: TestClient, settings: Settings,
+                                               make_user):
+    bob = make_user("bob")
+    theirs = trained_job(client, bob, settings, upload(client, bob, [0, 1, 2] * 10), ROWS)
+    assert signed_in.get(f"/ui/jobs/{theirs}/mislabels").status_code == 404
+    made = signed_in.post(f"/ui/jobs/{theirs}/mislabels/version",
+                          data={"decisions": '{"drop": [4]}', "csrf_token": csrf(signed_in)})
+    assert made.status_code == 404
+    assert signed_in.get(f"/ui/submit?from={theirs}").status_code == 404
