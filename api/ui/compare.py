@@ -50,6 +50,8 @@ def _chosen(session: SessionDep, user_id: int, ids: list[str], sweep: str | None
 @router.get("/compare", response_class=HTMLResponse)
 def compare_page(request: Request, visitor: SignedIn, session: SessionDep, ids: Ids = [],
                  sweep: SweepRef = None) -> Response:
+    if not ids and not sweep:
+        return render(request, "compare.html", visitor, nav="jobs", rows=[])
     chosen, note = _chosen(session, visitor.user.id, ids, sweep)
     jobs = compare.load_jobs(session, visitor.user.id, chosen)
     specs = [job.spec for job in jobs]
@@ -75,7 +77,9 @@ def _label(flat: dict[str, Any], fields: list[str], job_id: str) -> str:
 def compare_metrics(visitor: SignedIn, session: SessionDep, stream: StreamDep, store: StoreDep,
                     ids: Ids = []) -> dict[str, Any]:
     """The compared jobs' curves on shared epochs (shared.compare.align), and whether any job is
-    still queued or running (the page then asks again)."""
+    still queued or running (the page then asks again); nothing for no ids."""
+    if not ids:
+        return {"epochs": [], "jobs": [], "active": False}
     jobs = compare.load_jobs(session, visitor.user.id, compare.parse_ids(ids))
     curves = compare.read_curves([(job.id, job.status in FINISHED) for job in jobs], stream=stream, store=store)
     return {**compare.align(curves), "active": any(job.status in ACTIVE for job in jobs)}

@@ -1,6 +1,6 @@
 """/ui/datasets: the built-in data sets and the visitor's own (uploads and versions), and a data
 set's page: its facts, lineage, class counts and a grid of its training images (PNGs rendered
-here without torch by shared.samples; `/ui/datasets/{id}/images/{index}.png`)."""
+here without torch by shared.samples; `/ui/datasets/{id}/images/{index}`)."""
 
 from dataclasses import dataclass
 from typing import Annotated
@@ -104,7 +104,7 @@ def dataset_page(request: Request, dataset_id: DatasetId, visitor: SignedIn, ses
     )
 
 
-@router.get("/datasets/{dataset_id}/images/{index}.png")
+@router.get("/datasets/{dataset_id}/images/{index}")
 def dataset_image(dataset_id: DatasetId, index: int, visitor: SignedIn, session: SessionDep, store: StoreDep,
                   settings: SettingsDep) -> Response:
     """Training sample `index` of the data set (as its jobs number them), as a PNG."""

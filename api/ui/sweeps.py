@@ -115,9 +115,9 @@ def cancel_sweep(request: Request, sweep_id: SweepId, visitor: CsrfChecked, sess
     return redirect(request, f"/ui/sweeps/{sweep_id}")
 
 
-@router.get("/sweeps/{sweep_id}/table.{format}")
-def sweep_table(sweep_id: SweepId, format: Literal["csv", "markdown"], visitor: SignedIn,
-                session: SessionDep) -> Response:
+@router.get("/sweeps/{sweep_id}/table")
+def sweep_table(sweep_id: SweepId, visitor: SignedIn, session: SessionDep,
+                format: Literal["csv", "markdown"] = "csv") -> Response:
     """GET /v1/sweeps/{id}/table?format=csv|markdown, as a download."""
     rows = sweep_service.view(session, sweep_service.get_sweep(session, visitor.user.id, sweep_id)).table or []
     text = table_csv(rows) if format == "csv" else table_markdown(rows)

@@ -140,6 +140,7 @@ def test_another_users_jobs_and_sweeps_are_not_found_in_a_compare(signed_in: Tes
                  f"/ui/compare?sweep={sweep}"):
         assert signed_in.get(path).status_code == 404, path
     assert signed_in.get(f"/ui/compare?ids={ours}").status_code == 422
+    assert "tick them on" in signed_in.get("/ui/compare").text  # no ids: how to choose
 
 
 # ---------------------------------------------------------------- sweeps
@@ -198,7 +199,7 @@ def test_the_sweeps_list_and_a_sweeps_downloads(signed_in: TestClient, client: T
                                                 finished_sweep):
     listed = signed_in.get("/ui/sweeps").text
     assert f'data-sweep="{finished_sweep["id"]}"' in listed and "7 / 8" in listed
-    csv = signed_in.get(f"/ui/sweeps/{finished_sweep['id']}/table.csv")
+    csv = signed_in.get(f"/ui/sweeps/{finished_sweep['id']}/table?format=csv")
     assert csv.status_code == 200 and csv.text == client.get(
         f"/v1/sweeps/{finished_sweep['id']}/table?format=csv", headers=user_headers).text
     assert "attachment" in csv.headers["content-disposition"]
@@ -206,7 +207,7 @@ def test_the_sweeps_list_and_a_sweeps_downloads(signed_in: TestClient, client: T
 
 def test_another_users_sweep_is_not_found(signed_in: TestClient, client: TestClient, make_user):
     theirs = client.post("/v1/sweeps", json={"base": SPEC, "grid": {"seed": [0, 1]}}, headers=make_user("bob")).json()
-    for path in ("", "/table.csv"):
+    for path in ("", "/table?format=csv"):
         assert signed_in.get(f"/ui/sweeps/{theirs['id']}{path}").status_code == 404, path
     assert signed_in.post(f"/ui/sweeps/{theirs['id']}/cancel", data={"csrf_token": csrf(signed_in)}).status_code == 404
     assert theirs["id"] not in signed_in.get("/ui/sweeps").text
@@ -316,14 +317,14 @@ def test_an_uploads_page_counts_its_classes_and_shows_its_images(signed_in: Test
     page = signed_in.get(f"/ui/datasets/{ds}")
     assert page.status_code == 200, page.text
     assert counts_shown(page.text) == [12, 5, 13]
-    shown = [int(i) for i in re.findall(rf'src="/ui/datasets/{ds}/images/(\d+).png"', page.text)]
+    shown = [int(i) for i in re.findall(rf'src="/ui/datasets/{ds}/images/(\d+)"', page.text)]
     assert shown == [i for k in range(3) for i in [j for j, y in enumerate(labels) if y == k][:8]]
-    image = signed_in.get(f"/ui/datasets/{ds}/images/13.png")
+    image = signed_in.get(f"/ui/datasets/{ds}/images/13")
     assert image.headers["content-type"] == "image/png"
     assert (pixels(image.content) == UPLOADED[ds]["x_train"][13].transpose(1, 2, 0)).all()
-    assert signed_in.get(f"/ui/datasets/{ds}/images/{len(labels)}.png").status_code == 404
+    assert signed_in.get(f"/ui/datasets/{ds}/images/{len(labels)}").status_code == 404
     one_class = signed_in.get(f"/ui/datasets/{ds}?cls=1").text
-    assert re.findall(rf'/ui/datasets/{ds}/images/(\d+).png', one_class) == ["12", "13", "14", "15", "16"]
+    assert re.findall(rf'/ui/datasets/{ds}/images/(\d+)"', one_class) == ["12", "13", "14", "15", "16"]
     listed = signed_in.get("/ui/datasets").text
     assert f'data-dataset="{ds}"' in listed and 'data-dataset="fashion-mnist"' in listed
 
@@ -339,7 +340,7 @@ def test_a_versions_page_shows_its_own_labels_over_its_roots_images(signed_in: T
     page = signed_in.get(f"/ui/datasets/{version}").text
     assert counts_shown(page) == [8, 11, 11]
     assert f'href="/ui/datasets/{ds}"' in page and "2 relabelled, 1 dropped" in page
-    first = signed_in.get(f"/ui/datasets/{version}/images/0.png").content  # the root's sample 1: sample 0 was dropped
+    first = signed_in.get(f"/ui/datasets/{version}/images/0").content  # the root's sample 1: sample 0 was dropped
     assert (pixels(first) == UPLOADED[ds]["x_train"][1]).all()
     assert f'href="/ui/datasets/{version}"' in signed_in.get(f"/ui/datasets/{ds}").text  # versions made from it
 
@@ -349,14 +350,14 @@ def test_a_builtin_data_sets_page_reads_the_hosts_copy(signed_in: TestClient):
     assert page.status_code == 200
     counts = counts_shown(page.text)
     assert counts == [6000] * 10  # Fashion-MNIST's training set is balanced
-    image = pixels(signed_in.get("/ui/datasets/fashion-mnist/images/0.png").content)
+    image = pixels(signed_in.get("/ui/datasets/fashion-mnist/images/0").content)
     assert image.shape == (28, 28) and image.dtype == np.uint8 and image.max() > 0
     assert "no copy" in signed_in.get("/ui/datasets/cifar10").text
 
 
 def test_another_users_data_set_is_not_found(signed_in: TestClient, client: TestClient, make_user):
     theirs = upload(client, make_user("bob"), [0, 1, 2] * 10)
-    for path in ("", "/images/0.png"):
+    for path in ("", "/images/0"):
         assert signed_in.get(f"/ui/datasets/{theirs}{path}").status_code == 404, path
     assert theirs not in signed_in.get("/ui/datasets").text
     assert signed_in.get("/ui/datasets/no-such-set").status_code == 404
@@ -403,7 +404,7 @@ def test_a_jobs_mislabels_page_lists_its_suspects_by_rank_filtered_by_class(
     page = signed_in.get(f"/ui/jobs/{job}/mislabels")
     assert page.status_code == 200, page.text
     assert suspects_shown(page.text) == [(4, 1, 0), (12, 0, 1), (25, 2, 1)]  # predicted ≠ given, by rank
-    assert f'src="/ui/datasets/{ds}/images/4.png"' in page.text and "97.0 %" in page.text
+    assert f'src="/ui/datasets/{ds}/images/4"' in page.text and "97.0 %" in page.text
     assert suspects_shown(signed_in.get(f"/ui/jobs/{job}/mislabels?label=0").text) == [(12, 0, 1)]
     assert [i for i, _, _ in suspects_shown(signed_in.get(f"/ui/jobs/{job}/mislabels?show=all").text)] == [4, 12, 7, 25, 13]
     flagged = trained_job(client, user_headers, settings, ds, ROWS, flagged=[0, 1, 1, 0, 0])
@@ -443,3 +444,22 @@ def test_another_users_mislabels_are_not_found(signed_in: TestClient, client: Te
                           data={"decisions": '{"drop": [4]}', "csrf_token": csrf(signed_in)})
     assert made.status_code == 404
     assert signed_in.get(f"/ui/submit?from={theirs}").status_code == 404
+
+
+def test_every_new_page_names_only_this_hosts_assets_and_sends_the_csp(
+    signed_in: TestClient, client: TestClient, user_headers: Headers, settings: Settings, finished_sweep,
+):
+    ds = upload(client, user_headers, [0, 1, 2] * 10)
+    job = trained_job(client, user_headers, settings, ds, ROWS)
+    pages = ["/ui/compare", f"/ui/compare?ids={','.join(finished_sweep['jobs'][:3])}", "/ui/sweeps",
+             f"/ui/sweeps/{finished_sweep['id']}", "/ui/submit", "/ui/datasets", f"/ui/datasets/{ds}",
+             "/ui/datasets/fashion-mnist", f"/ui/jobs/{job}/mislabels"]
+    for path in pages:
+        page = signed_in.get(path)
+        assert page.status_code == 200, (path, page.text)
+        assert "script-src 'self'" in page.headers["content-security-policy"] and "<script>" not in page.text, path
+        assert " style=" not in page.text, path  # the CSP allows no inline style
+        urls = re.findall(r'(?:href|src|action)="([^"]+)"', page.text)
+        assert urls and all(url.startswith(("/", "#")) and not url.startswith("//") for url in urls), (path, urls)
+        for url in {url for url in urls if url.startswith("/static/")}:
+            assert signed_in.get(url.replace("&amp;", "&")).status_code == 200, url
