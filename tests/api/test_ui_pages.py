@@ -232,7 +232,7 @@ def test_the_submit_form_shows_the_presets_and_the_formula(signed_in: TestClient
     page = signed_in.get("/ui/submit")
     assert page.status_code == 200
     assert form_values(page.text)["dataset"] == "fashion-mnist" and "α · NCE + β · RCE" in page.text
-    assert 'id="alpha-hint">preset: 1.0<' in page.text and 'id="beta-hint">preset: 10.0<' in page.text  # mnist family
+    assert 'id="alpha-hint">preset: 1<' in page.text and 'id="beta-hint">preset: 10<' in page.text  # mnist family
     preset = signed_in.get("/ui/submit/preset?dataset=cifar100&loss=nce%2Brce&noise_type=symmetric&noise_rate=0.4",
                            headers=JSON).json()
     assert (preset["alpha"], preset["beta"], preset["epochs"]) == (10.0, 0.1, 200)
