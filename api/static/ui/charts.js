@@ -8,6 +8,7 @@
   const PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"];
   const DASHES = [[], [8, 4], [2, 3], [10, 3, 2, 3]];
   const LIVE_LEGEND_WIDTH = 520;
+  const FIRST_CHART = "noisyfit:first-chart";
   const WHOLE_STEPS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000];
 
   function shortNumber(value) {
@@ -101,5 +102,13 @@
     };
   }
 
-  noisyfit.charts = { PALETTE, DASHES, style, lineChart, shortNumber };
+  // A page's first chart with points: the performance mark "noisyfit:first-chart" (once), in the
+  // next frame, by when uPlot has drawn the data it was given.
+  function drawnFirst() {
+    requestAnimationFrame(() => {
+      if (!performance.getEntriesByName(FIRST_CHART).length) performance.mark(FIRST_CHART);
+    });
+  }
+
+  noisyfit.charts = { PALETTE, DASHES, style, lineChart, shortNumber, drawnFirst };
 })();

@@ -87,6 +87,7 @@
     const data = await response.json();
     if (!drawn.length) build(data);
     fill(data);
+    if (data.epochs.length) charts.drawnFirst();
     box.dataset.loaded = "true";
     if (data.active) setTimeout(() => load().catch(failed), Number(box.dataset.liveMs) || 5000);
   }
