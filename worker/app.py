@@ -35,11 +35,7 @@ app.task(name=TRAIN_TASK, autoretry_for=(*SERVICE_ERRORS, GivenBack), retry_back
 def size_pool(sender: Any, **kwargs: Any) -> None:
     """Before the pool starts: one thread per slot of this worker, so that a worker with every
     slot busy holds no further message (prefetch is one per thread)."""
-    packer = start_packing(get_settings())
-    if sender.concurrency != packer.slots:
-        log.info("pool of %d threads, not %s: this worker runs %s", packer.slots, sender.concurrency,
-                 packer.describe())
-    sender.concurrency = packer.slots
+    sender.concurrency = start_packing(get_settings()).slots  # the banner shows it: "concurrency: N (thread)"
 
 
 class ProcessServer(bootsteps.StartStopStep):
@@ -60,6 +56,7 @@ class Report(bootsteps.StartStopStep):
                                  packer.capacity)
         packer.listeners.append(self.reporter.wake)
         self.reporter.start()
+        log.info("this worker runs %s", packer.describe())
 
     def stop(self, worker: Any) -> None:
         self.reporter.stop()

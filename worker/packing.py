@@ -130,8 +130,10 @@ class Packer:
         if self.device == "cuda":
             return (f"up to {self.slots} jobs at once on its GPU, admitted by memory "
                     f"(keeping {self.margin // MIB} MiB free)")
-        cores = f" of {len(self.groups[0])} cores each ({self.groups})" if self.pin else ""
-        return f"{self.slots} job{'s' if self.slots > 1 else ''} at once on its CPU{cores}"
+        if not self.pin:
+            return "one job at a time on its CPU, on all its cores"
+        per_job, groups = len(self.groups[0]), " | ".join(",".join(map(str, g)) for g in self.groups)
+        return f"{self.slots} jobs at once on its CPU, {per_job} core{'s' if per_job > 1 else ''} each ({groups})"
 
     def capacity(self) -> Capacity:
         with self._changed:
