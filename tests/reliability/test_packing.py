@@ -2,17 +2,34 @@
 NOISYFIT_CORES_PER_JOB=1 runs two jobs at once, each in a training process pinned to a core of
 its own, each with its own lease and result; cancelling one leaves the other to succeed, and the
 cancelled job's slot takes the next job. Jobs are tiny (500 samples) and checked by their
-records and logs, never by how long they took."""
+records and logs, never by how long they took.
+
+A GPU worker's take, without a GPU: worker.dispatch's take with a real database and queue, and a
+packer whose device reports plain numbers: a job that does not fit waits for room, is taken
+when a running job ends, and goes back to the queue when no room comes.
+"""
 
 import re
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from sqlmodel import Session
 
-from shared.spec import ResolvedSpec
+from shared import jobs
+from shared.db import get_engine, init_db
+from shared.models import Job, JobStatus, User
+from shared.queue import queue_key
+from shared.settings import Settings
+from shared.spec import JobSpec, ResolvedSpec, resolve_spec
+from shared.stream import redis_client
 from tests.e2e.conftest import FINISHED, wait_until
 from tests.reliability.conftest import TINY_SPEC, job_of, wait_status
+from worker import dispatch
+from worker.packing import Packer
 
 SPEC = {**TINY_SPEC, "epochs": 1, "train_size": 500}
 
@@ -91,3 +108,78 @@ def test_cancelling_one_packed_job_leaves_the_other_to_succeed_and_frees_its_slo
     log = worker.log.read_text(errors="replace")
     assert len({tuple(training_cores(log, job_id)) for job_id in (endless, other)}) == 2, log
     assert f"INFO/train-{endless}] job {endless}: cancelled" in log
+
+
+# ---------------------------------------------------------------- a GPU worker's take, on plain numbers
+
+GIB = 2**30
+
+
+@pytest.fixture
+def gpu_take(make_postgres_database: Callable[[], str], isolated_settings: Settings) -> Callable[..., Any]:
+    """take(packer, wait_s) → worker.dispatch's take of one queued job in a database of its own."""
+    url = make_postgres_database()
+    engine = get_engine(url)
+    init_db(engine)
+    with Session(engine) as session:
+        user = User(name="gpu")
+        session.add(user)
+        session.commit()
+        job = jobs.new_job(user.id, resolve_spec(JobSpec.parse(SPEC)).to_json())
+        session.add(job)
+        session.commit()
+        job_id = job.id
+
+    def take(packer: Packer, wait_s: float) -> tuple[Any, str]:
+        settings = isolated_settings.model_copy(update={"database_url": url, "admission_wait_s": wait_s})
+        return dispatch._take(job_id, "gpu-worker", settings, engine, packer), job_id
+
+    take.engine = engine
+    return take
+
+
+def running_beside(packer: Packer, need: int) -> Any:
+    with packer.admission() as admission:
+        admission.check("job_running", need)
+        return admission.hold("job_running")
+
+
+def test_a_job_that_does_not_fit_is_taken_once_a_running_job_ends(gpu_take: Callable[..., Any]) -> None:
+    reads: list[int] = []
+    refused = threading.Event()
+
+    def free_memory() -> int:
+        reads.append(2 * GIB)
+        refused.set()
+        return 2 * GIB  # less than the job needs beside the running one
+
+    packer = Packer("cuda", 4, free_memory=free_memory, margin=GIB)
+    running = running_beside(packer, 40 * GIB)
+    result: list[Any] = []
+    taker = threading.Thread(target=lambda: result.append(gpu_take(packer, 300)))
+    taker.start()
+    assert refused.wait(120), "the take never read the device's memory"
+    assert taker.is_alive()  # waiting for room
+    packer.release(running)
+    taker.join(120)
+    (taken, job_id), = result
+    assert taken is not None and taken.job_id == job_id and taken.slot.need > 0 and reads == [2 * GIB]
+    with Session(gpu_take.engine) as session:
+        job = session.get(Job, job_id)
+        assert job.status == JobStatus.running and job.attempts == 1 and job.lease_owner == "gpu-worker"
+    assert packer.capacity().busy == 1
+
+
+def test_a_job_that_finds_no_room_stays_queued_and_its_message_goes_back(gpu_take: Callable[..., Any],
+                                                                         isolated_settings: Settings) -> None:
+    queue = redis_client(isolated_settings.redis_url)
+    before = queue.llen(queue_key(isolated_settings))
+    packer = Packer("cuda", 4, free_memory=lambda: 2 * GIB, margin=GIB)
+    running_beside(packer, 40 * GIB)
+    taken, job_id = gpu_take(packer, 0.5)
+    assert taken is None
+    with Session(gpu_take.engine) as session:
+        job = session.get(Job, job_id)
+        assert job.status == JobStatus.queued and job.attempts == 0
+    assert queue.llen(queue_key(isolated_settings)) == before + 1  # sent again, for a worker with room
+    assert packer.capacity().busy == 1
