@@ -101,6 +101,20 @@ def load_dataset(
     return _to_dataset(name, arrays, info.mean, info.std)
 
 
+_kept: dict[tuple[str, Path], LoadedData] = {}
+
+
+def keep(dataset: LoadedData, data_dir: str | os.PathLike[str]) -> None:
+    """Hold a loaded built-in data set in this process's memory; processes forked from it find it
+    with kept() (worker.warm: the fork server keeps the data sets of its worker)."""
+    _kept[(dataset.name, Path(data_dir).resolve())] = dataset
+
+
+def kept(name: str, data_dir: str | os.PathLike[str]) -> LoadedData | None:
+    """The data set as keep() holds it for data_dir, or None."""
+    return _kept.get((name, Path(data_dir).resolve()))
+
+
 def _write_cache(path: Path, arrays: Arrays) -> None:
     """Atomic, so parallel workers never read half a file; a read-only data_dir skips caching."""
     try:

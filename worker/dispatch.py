@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 # The service failed, not the job: the job is given back to be retried.
 SERVICE_ERRORS = (StoreUnavailable, OperationalError)
 GIVE_BACK = 75  # a training process's exit code: a service failed and attempts are left (EX_TEMPFAIL)
-TRAINING_MODULE = "worker.tasks"
+TRAINING_MODULES = ["worker.tasks", "worker.warm"]  # what the fork server imports once (worker.warm: its warm-up)
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"  # as the Celery worker logs
 PR_SET_PDEATHSIG = 1
 PROBE_TIMEOUT_S = 60.0
@@ -77,8 +77,9 @@ class GivenBack(Exception):
 
 def start_process_server() -> None:
     """Start the fork server that training processes come from, importing torch and the engine
-    once, at worker start, so that a taken job's process starts in milliseconds."""
-    _processes.set_forkserver_preload([TRAINING_MODULE])
+    once, at worker start, and warming up (worker.warm: the data sets in memory), so that a taken
+    job's process starts in milliseconds."""
+    _processes.set_forkserver_preload(TRAINING_MODULES)
     multiprocessing.forkserver.ensure_running()
 
 

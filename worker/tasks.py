@@ -39,7 +39,7 @@ from shared.errors import (
 )
 from shared.store import get_store
 from shared.stream import MetricsStream, get_stream
-from worker.datasets import UPLOADED_PREFIX, uploaded_path
+from worker.datasets import UPLOADED_PREFIX, kept, uploaded_path
 from worker.dispatch import GIVE_BACK, SERVICE_ERRORS
 from worker.runner import run_job
 from worker.sinks import ObjectStoreSink
@@ -95,7 +95,8 @@ def _train(job_id: str, spec: ResolvedSpec, settings: Settings, control: "JobCon
     sink = ObjectStoreSink(get_store(settings), job_id)
     try:
         fetch_upload(spec.dataset, settings)
-        result = run_job(spec, sink, settings.data_dir, settings.allow_download, [control, *others])
+        result = run_job(spec, sink, settings.data_dir, settings.allow_download, [control, *others],
+                         dataset=kept(spec.dataset, settings.data_dir))
     except SERVICE_ERRORS:
         raise
     except Exception as exc:
