@@ -42,6 +42,7 @@ from datetime import datetime, timedelta
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
+from pydantic import ValidationError
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
@@ -100,11 +101,10 @@ class Taken:
 
     job_id: str
     attempt: int
-    spec: ResolvedSpec
-    shape: DataShape
     time_up: datetime
     limit: int
     slot: Slot
+    sized: tuple[ResolvedSpec, DataShape] | None  # what its memory need was estimated from (a GPU worker)
 
 
 def dispatch(job_id: str) -> None:
@@ -130,8 +130,10 @@ def _take(job_id: str, worker_id: str, settings: Settings, engine: Engine, packe
     while True:
         try:
             with packer.admission() as admission, Session(engine) as session:
+                sized: dict[str, tuple[ResolvedSpec, DataShape]] = {}
+
                 def admit(session: Session, job: Job) -> None:
-                    admission.check(job.id, _need(session, job, packer))
+                    admission.check(job.id, _need(session, job, packer, sized))
 
                 taken = jobs.take_next(session, job_id, worker_id, settings, admit)
                 if taken is None:
@@ -141,10 +143,8 @@ def _take(job_id: str, worker_id: str, settings: Settings, engine: Engine, packe
                 if taken != job_id:
                     log.info("job %s: its message took job %s, whose turn it was", job_id, taken)
                 job = session.get(Job, taken)
-                spec = ResolvedSpec.model_validate(job.spec)
                 time_up, limit = scheduling.deadline(job, settings)
-                shape = data_shape(session, spec.dataset)
-                return Taken(taken, job.attempts, spec, shape, time_up, limit, admission.hold(taken))
+                return Taken(taken, job.attempts, time_up, limit, admission.hold(taken), sized.get(taken))
         except NoRoom as refused:
             if packer.wait_for_room(refused, give_up - time.monotonic()):
                 continue
@@ -154,12 +154,19 @@ def _take(job_id: str, worker_id: str, settings: Settings, engine: Engine, packe
             return None
 
 
-def _need(session: Session, job: Job, packer: Packer) -> int:
-    """The device bytes the job needs (0 on a CPU worker, where slots are cores)."""
+def _need(session: Session, job: Job, packer: Packer, sized: dict[str, tuple[ResolvedSpec, DataShape]]) -> int:
+    """The device bytes the job needs (0 on a CPU worker, where slots are cores), noting in `sized`
+    what it was estimated from. A spec that cannot be read needs nothing here: its training
+    process fails it with the reason."""
     if packer.device != "cuda":
         return 0
-    spec = ResolvedSpec.model_validate(job.spec)
-    return job_need(spec, data_shape(session, spec.dataset), MEASURED)
+    try:
+        spec = ResolvedSpec.model_validate(job.spec)
+        sized[job.id] = spec, data_shape(session, spec.dataset)
+        return job_need(*sized[job.id], MEASURED)
+    except (ValidationError, KeyError) as exc:
+        log.warning("job %s: its memory cannot be estimated (%s); admitted as needing none", job.id, exc)
+        return 0
 
 
 def _run(taken: Taken, worker_id: str, settings: Settings, engine: Engine, packer: Packer) -> None:
@@ -210,10 +217,11 @@ def _join_by(process: BaseProcess, moment: datetime, reports: Connection, on_pea
 
 def _measured(taken: Taken, peak: int, packer: Packer) -> None:
     """The job's first epoch reached `peak` device bytes: jobs of its shape are admitted by it now."""
-    model = MEASURED.record(taken.spec, taken.shape, peak)
     packer.measured(taken.job_id)
-    log.info("job %s: its first epoch used %d MiB of device memory at its peak (%d MiB for the model; admitted "
-             "needing %d MiB)", taken.job_id, peak // MIB, model // MIB, taken.slot.need // MIB)
+    if taken.sized is not None:
+        model = MEASURED.record(*taken.sized, peak)
+        log.info("job %s: its first epoch used %d MiB of device memory at its peak (%d MiB for the model; "
+                 "admitted needing %d MiB)", taken.job_id, peak // MIB, model // MIB, taken.slot.need // MIB)
 
 
 def probe_free_memory() -> int | None:
