@@ -180,3 +180,13 @@ def test_the_activation_table_holds_what_the_models_save():
     run = subprocess.run([sys.executable, "bench/activation_memory.py", "--check", "--models", "cnn4", "cnn8"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_the_workers_own_process_packs_without_torch():
+    """The worker's long-lived process (worker.app: slots, admission, memory estimates) never imports torch."""
+    code = ("import sys, worker.app\nfrom worker.dispatch import current_packer\n"
+            "print(current_packer().capacity().device, sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    device, torch_modules = run.stdout.split()
+    assert device in ("cpu", "cuda") and torch_modules == "[]", run.stdout + run.stderr
