@@ -52,13 +52,25 @@ def live_key(digest: str) -> ColumnElement[bool]:
     return and_(ApiKey.hash == digest, col(ApiKey.revoked_at).is_(None))
 
 
-def user_for_key(session: Session, plaintext: str) -> User | None:
-    """The owner of a live key; None for an unknown or revoked one."""
+def find_live_key(session: Session, plaintext: str) -> ApiKey | None:
+    """The live key `plaintext` is; None for an unknown or revoked one."""
     digest = hash_key(plaintext)
     key = session.exec(select(ApiKey).where(live_key(digest))).first()
     if key is None or not hmac.compare_digest(key.hash, digest):
         return None
-    return session.get(User, key.user_id)
+    return key
+
+
+def user_for_key(session: Session, plaintext: str) -> User | None:
+    """The owner of a live key; None for an unknown or revoked one."""
+    key = find_live_key(session, plaintext)
+    return session.get(User, key.user_id) if key is not None else None
+
+
+def user_for_digest(session: Session, digest: str) -> User | None:
+    """The owner of the live key with this hash (an open event stream's caller); None once it is revoked."""
+    key = session.exec(select(ApiKey).where(live_key(digest))).first()
+    return session.get(User, key.user_id) if key is not None else None
 
 
 def is_admin_token(token: str, admin_token: str) -> bool:

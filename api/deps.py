@@ -7,7 +7,7 @@ from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
-from api.auth import is_admin_token, user_for_key
+from api.auth import is_admin_token, user_for_digest, user_for_key
 from shared.errors import Forbidden, Unauthorized
 from shared.db import get_engine
 from shared.models import User
@@ -43,13 +43,24 @@ def get_current_user(session: SessionDep, credentials: BearerDep) -> User:
     return authenticate(session, credentials)
 
 
+UNKNOWN_KEY = "this API key is unknown or revoked; ask an admin for a new one"
+
+
 def authenticate(session: Session, credentials: HTTPAuthorizationCredentials | None) -> User:
-    """The caller of a request, or of an open event stream that checks its key again."""
+    """The caller of a request."""
     if credentials is None:
         raise Unauthorized("send your API key as 'Authorization: Bearer <key>'")
     user = user_for_key(session, credentials.credentials)
     if user is None:
-        raise Unauthorized("this API key is unknown or revoked; ask an admin for a new one")
+        raise Unauthorized(UNKNOWN_KEY)
+    return user
+
+
+def authenticate_digest(session: Session, key_digest: str) -> User:
+    """The caller of an open event stream, which checks its key (by its hash) again."""
+    user = user_for_digest(session, key_digest)
+    if user is None:
+        raise Unauthorized(UNKNOWN_KEY)
     return user
 
 

@@ -13,6 +13,7 @@ from sqlmodel import Session
 from api import errors
 from api.limits import BodySizeLimit, JsonDepthLimit
 from api.metrics import LatencyMiddleware, make_registry
+from api import ui
 from api.routes import catalog, datasets, docs, health, jobs, keys, sweeps
 from shared.db import get_engine, init_db
 from shared.jobs import requeue_stale, resend_waiting
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(LatencyMiddleware, histogram=latency)
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(ui.router, prefix="/ui")
     app.mount(docs.STATIC_URL, docs.static_files(), name="static")
     return app
 

@@ -28,15 +28,15 @@ from typing import Any
 from anyio import CapacityLimiter, to_thread
 from anyio.lowlevel import RunVar
 from fastapi.concurrency import run_in_threadpool
-from fastapi.security import HTTPAuthorizationCredentials
+from fastapi.responses import StreamingResponse
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
-from api.auth import hash_key, live_key
-from api.deps import authenticate
+from api.auth import live_key
+from api.deps import authenticate_digest
 from api.errors import error_body, error_parts
 from shared.db import get_engine
-from shared.jobs import get_job, read_metrics
+from shared.jobs import check_stream_cursor, get_job, read_metrics
 from shared.models import FINISHED, ApiKey, Job
 from shared.settings import Settings
 from shared.store import ObjectStore
@@ -67,25 +67,39 @@ def format_refusal(error: NoisyfitError) -> str:
     return f"event: refused\ndata: {json.dumps(error_body(code, message, field, status=status))}\n\n"
 
 
+def event_response(
+    job: Job, after: str | None, last_event_id: str | None, key_digest: str, *,
+    stream: MetricsStream, store: ObjectStore, settings: Settings,
+) -> StreamingResponse:
+    """The response of an event-stream route (the API's, the dashboard's): the caller's `job`,
+    followed for as long as the key with hash `key_digest` stays live."""
+    if last_event_id:
+        check_stream_cursor(last_event_id, "Last-Event-ID")
+    body = job_events(job.id, job.status in FINISHED, last_event_id or after, key_digest,
+                      stream=stream, store=store, settings=settings)
+    return StreamingResponse(body, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
 def job_events(
-    job_id: str, finished: bool, after: str | None, credentials: HTTPAuthorizationCredentials, *,
+    job_id: str, finished: bool, after: str | None, key_digest: str, *,
     stream: MetricsStream, store: ObjectStore, settings: Settings,
 ) -> AsyncIterator[str]:
     """Read the first page now (so an unreachable stream answers 503 before any byte is sent),
     and return the generator of the rest: it ends after the `done` event, or once the job is
     finished and nothing more is to come; idle, it sends a heartbeat comment."""
     first, cursor = read_metrics(job_id, after, PAGE, stream=stream, store=store)
-    follow = _Follow(job_id, finished, credentials, stream, store, settings)
+    follow = _Follow(job_id, finished, key_digest, stream, store, settings)
     return follow.run(first, cursor)
 
 
 class _Follow:
-    def __init__(self, job_id: str, finished: bool, credentials: HTTPAuthorizationCredentials,
+    def __init__(self, job_id: str, finished: bool, key_digest: str,
                  stream: MetricsStream, store: ObjectStore, settings: Settings):
-        self.job_id, self.finished, self.credentials = job_id, finished, credentials
+        self.job_id, self.finished, self.key_digest = job_id, finished, key_digest
         self.stream, self.store, self.settings = stream, store, settings
         self.readable = select(Job.status).join(ApiKey, col(ApiKey.user_id) == Job.user_id).where(
-            Job.id == job_id, live_key(hash_key(credentials.credentials)))
+            Job.id == job_id, live_key(key_digest))
 
     async def run(self, page: list[dict[str, Any]], cursor: str | None) -> AsyncIterator[str]:
         yield "retry: 3000\n\n"
@@ -139,5 +153,5 @@ class _Follow:
         with Session(get_engine(self.settings.database_url)) as session:
             status = session.exec(self.readable).first()
             if status is None:
-                get_job(session, authenticate(session, self.credentials).id, self.job_id)
+                get_job(session, authenticate_digest(session, self.key_digest).id, self.job_id)
             return status in FINISHED

@@ -7,6 +7,8 @@ output went away (as `noisyfit list | head -1` does).
 """
 
 import argparse
+import csv
+import io
 import json
 import os
 import sys
@@ -24,9 +26,9 @@ from client.spec_flags import (
     spec_from_args,
     split_assignment,
 )
-from shared.catalog import PAPER_GRIDS
+from shared.catalog import PAPER_GRID_BASE, PAPER_GRIDS
 from shared.errors import SpecError
-from shared.sweeps import check_grid, paper_grid, table_markdown
+from shared.sweeps import check_grid, paper_base, paper_grid, table_markdown
 
 Json = dict[str, Any]
 Command = Callable[[argparse.Namespace], int]
@@ -117,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = command("submit", cmd_sweep_submit, "submit a sweep: a grid of jobs", sweep)
     sub.add_argument("file", nargs="?", metavar="SWEEP.json", help='{"base": SPEC, "grid": {FIELD: [VALUES]}}')
-    sub.add_argument("--preset", choices=list(PAPER_GRIDS), help="the paper's grid (Table 2, Table 3, the α/β search)")
+    sub.add_argument("--preset", choices=list(PAPER_GRIDS), help=(
+        "the paper's grid (Table 2, Table 3, the α/β search), or select: candidate losses and α/β judged on a "
+        f"noisy validation split, {PAPER_GRID_BASE['select']['epochs']} epochs unless --epochs"))
     sub.add_argument("--seeds", default="0,1,2", help="seeds of a preset grid (default: 0,1,2)")
     sub.add_argument(
         "--grid", action="append", default=[], metavar="FIELD=V1,V2", help="a grid field and its values (repeatable)"
@@ -131,13 +135,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("cancel", cmd_sweep_cancel, "cancel a sweep's unfinished jobs", sweep)
     sub.add_argument("id")
 
-    datasets = commands.add_parser("datasets", help="your uploaded data sets").add_subparsers(
+    datasets = commands.add_parser("datasets", help="your data sets and their versions").add_subparsers(
         dest="datasets_command", required=True, metavar="COMMAND"
     )
     sub = command("upload", cmd_datasets_upload, "upload a data set file", datasets)
     sub.add_argument("file", type=Path)
     sub.add_argument("--name", required=True)
     command("list", cmd_datasets_list, "list your data sets", datasets)
+    sub = command("version", cmd_datasets_version, "make a version of a data set with fixed labels: from a job's "
+                  "suspects (--from-job) or your decisions (--changes)", datasets)
+    sub.add_argument("id", help="the parent: your data set's id, or a built-in data set (fashion-mnist, ...)")
+    sub.add_argument("--from-job", metavar="JOB", help="a succeeded job on ID: keep its samples and labels, fix its "
+                                                       "suspects (or apply --changes to them)")
+    sub.add_argument("--action", choices=["relabel", "drop"], help="relabel the suspects to the predicted class "
+                                                                   "(default) or drop them")
+    sub.add_argument("--threshold", type=float, metavar="P",
+                     help="suspects: predicted as another class with at least this confidence (default: the job's "
+                          "flagged ones, or 0.5)")
+    sub.add_argument("--changes", type=Path, metavar="CSV", help="your decisions: a CSV with the header index,label "
+                                                                 "(an empty label or -1 drops the sample)")
+    sub.add_argument("--name", help="the version's name")
+    sub.add_argument("--retrain", action="store_true", help="also submit a job on the version (the source job's spec)")
+    sub.add_argument("--watch", action="store_true", help="with --retrain, follow that job until it ends")
+    sub = command("lineage", cmd_datasets_lineage, "show a data set's chain of versions and the jobs on each", datasets)
+    sub.add_argument("id")
 
     command("catalog", cmd_catalog, "what can be asked for: data sets, losses, models, noise, presets")
 
@@ -265,6 +286,8 @@ def format_job(job: Json) -> str:
             f"  final test accuracy {percent(result.get('final_test_accuracy'))}"
             f"  best {percent(result.get('best_test_accuracy'))}"
         )
+        if result.get("final_val_accuracy") is not None:
+            lines.append("  " + validation_summary(result))
     error = job.get("error") or {}
     if error:
         lines.append(f"  error: {error.get('message', error)}" + (f" [{error['code']}]" if error.get("code") else ""))
@@ -272,6 +295,12 @@ def format_job(job: Json) -> str:
     if times:
         lines.append("  " + "  ".join(times))
     return "\n".join(lines)
+
+
+def validation_summary(result: Json) -> str:
+    """The noisy-validation figures of a result: what a user without clean labels chooses by."""
+    return (f"noisy validation {percent(result.get('final_val_accuracy'))} (last epoch); its best epoch "
+            f"{result.get('best_val_epoch')} has test accuracy {percent(result.get('test_accuracy_at_best_val'))}")
 
 
 def format_job_list(page: Json) -> str:
@@ -374,6 +403,7 @@ def cmd_sweep_submit(args: argparse.Namespace) -> int:
         if "dataset" not in base:
             raise UsageError("--preset needs --dataset (the paper's grids are per data set)")
         grid = {**paper_grid(args.preset, base["dataset"], _seeds(args.seeds)), **grid}
+        base = paper_base(args.preset, base)
     for entry in args.grid:
         key, values = split_assignment(entry, "--grid")
         grid[key] = [parse_value(v) for v in values.split(",")]
@@ -454,9 +484,86 @@ def format_datasets(listing: Any) -> str:
         return "no data sets"
     return "\n".join(
         f"{d.get('id')}  {d.get('name', '')}  {d.get('num_classes', '?')} classes"
-        f"  {d.get('train_samples', '?')} samples"
+        f"  {d.get('train_samples', '?')} samples" + (f"  version of {d['parent_id']}" if d.get("parent_id") else "")
         for d in items
     )
+
+
+def cmd_datasets_version(args: argparse.Namespace) -> int:
+    if args.from_job is None and args.changes is None:
+        raise UsageError("datasets version needs --from-job JOB (fix its suspects) or --changes CSV (your decisions)")
+    if args.changes is not None and (args.action or args.threshold is not None):
+        raise UsageError("--action and --threshold pick a job's suspects; with --changes you decide: leave them out")
+    if args.watch and not args.retrain:
+        raise UsageError("--watch follows the job that --retrain submits; add --retrain")
+    changes, drop = read_decisions(args.changes) if args.changes is not None else (None, None)
+    with make_client(args) as client:
+        made = client.create_version(args.id, from_job=args.from_job, action=args.action, min_score=args.threshold,
+                                     changes=changes, drop=drop, name=args.name, retrain=args.retrain)
+        emit(args, made, format_version)
+        if args.watch and made.get("job"):
+            return watch(client, made["job"]["id"], sys.stdout)
+    return 0
+
+
+def read_decisions(path: Path) -> tuple[list[list[int]], list[int]]:
+    """A reviewer's CSV (header index,label; other columns ignored): relabel pairs and indices to
+    drop (an empty label, or -1)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror or error}") from None
+    reader = csv.DictReader(io.StringIO(text))
+    if not {"index", "label"} <= set(reader.fieldnames or []):
+        raise UsageError(f"{path}: the first line must be a header with the columns index,label")
+    changes: list[list[int]] = []
+    drop: list[int] = []
+    for row in reader:
+        line = reader.line_num
+        try:
+            index = int(row["index"])
+            label = int(row["label"]) if (row["label"] or "").strip() else -1
+        except (TypeError, ValueError):
+            raise UsageError(f"{path} line {line}: index and label must be integers (an empty label or -1 drops the "
+                             f"sample), got {row['index']!r}, {row['label']!r}") from None
+        if label == -1:
+            drop.append(index)
+        else:
+            changes.append([index, label])
+    if not changes and not drop:
+        raise UsageError(f"{path} holds no decisions: one line per sample, index,label")
+    return changes, drop
+
+
+def format_version(made: Json) -> str:
+    lines = [f"made version {made['id']} of {made.get('parent_id')}: {made.get('train_samples')} samples, "
+             f"{made.get('relabelled')} relabelled, {made.get('dropped')} dropped"]
+    job = made.get("job")
+    if job:
+        lines.append(f"submitted job {job['id']} ({job['status']}): {spec_summary(job.get('spec') or {})}")
+    return "\n".join(lines)
+
+
+def cmd_datasets_lineage(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        emit(args, client.lineage(args.id), format_lineage)
+    return 0
+
+
+def format_lineage(lineage: Json) -> str:
+    """Each data set from the root down, and under it the jobs trained on it."""
+    lines = []
+    for depth, node in enumerate(lineage.get("chain", [])):
+        head = f"{node['id']}  ({node['kind']})" if node["kind"] != "version" else (
+            f"{node['id']}  {node['name']!r}  {node.get('train_samples')} samples, "
+            f"{node.get('relabelled')} relabelled, {node.get('dropped')} dropped" + (f", from job {node['source_job']}" if node.get("source_job") else ""))
+        lines.append(("  " * depth) + ("└ " if depth else "") + head)
+        for job in node.get("jobs", []):
+            lines.append("  " * depth + f"    job {job['id']}  {job['status']}  test "
+                         f"{percent(job.get('final_test_accuracy'))}  noise {percent(job.get('noise_rate_realised'))}")
+        if node.get("jobs_total", 0) > len(node.get("jobs", [])):
+            lines.append("  " * depth + f"    … {node['jobs_total'] - len(node['jobs'])} older jobs")
+    return "\n".join(lines)
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
@@ -502,7 +609,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 130
     emit(args, result, lambda r: (
         f"final test accuracy {percent(r['final_test_accuracy'])}, best {percent(r['best_test_accuracy'])};"
-        f" artifacts in {args.out}"
+        f" artifacts in {args.out}" + (f"\n{validation_summary(r)}" if r.get("final_val_accuracy") is not None else "")
     ))  # fmt: skip
     return 0
 

@@ -259,6 +259,30 @@ class NoisyfitClient:
     def list_datasets(self) -> Json:
         return self._json("GET", "/v1/datasets")
 
+    def get_dataset(self, dataset_id: str) -> Json:
+        return self._json("GET", f"/v1/datasets/{dataset_id}")
+
+    def create_version(
+        self, dataset_id: str, *, from_job: str | None = None, action: Literal["relabel", "drop"] | None = None,
+        min_score: float | None = None, changes: list[list[int]] | None = None, drop: list[int] | None = None,
+        name: str | None = None, retrain: bool | Json = False,
+    ) -> Json:
+        """A new version of `dataset_id` (yours, or a built-in data set's name): from a job's
+        suspects, or from your `changes` ([index, label] pairs) and `drop` (indices). With
+        `retrain` (true, or spec fields to override) the answer's `job` trains on it."""
+        body = {"from_job": from_job, "action": action, "min_score": min_score, "changes": changes, "drop": drop,
+                "name": name}
+        body = {key: value for key, value in body.items() if value is not None}
+        if retrain is not False:
+            body["retrain"] = retrain
+        return self._json("POST", f"/v1/datasets/{dataset_id}/versions", json=body)
+
+    def dataset_changes(self, dataset_id: str) -> Json:
+        return self._json("GET", f"/v1/datasets/{dataset_id}/changes")
+
+    def lineage(self, dataset_id: str) -> Json:
+        return self._json("GET", f"/v1/datasets/{dataset_id}/lineage")
+
     def catalog(self) -> Json:
         return self._json("GET", "/v1/catalog")
 

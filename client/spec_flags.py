@@ -31,6 +31,7 @@ FIELD_FLAGS: dict[str, tuple[type, str]] = {  # spec fields that have their own 
     "lr": (float, "learning rate"),
     "augment": (str, ", ".join(AUGMENTATIONS)),
     "precision": (str, ", ".join(PRECISIONS)),
+    "deterministic": (bool, "CUDA: deterministic kernels and algorithms, the same weights on every run (slower)"),
 }
 
 
@@ -40,7 +41,11 @@ class UsageError(Exception):
 
 def add_spec_options(parser: argparse.ArgumentParser) -> None:
     for name, (kind, help) in FIELD_FLAGS.items():
-        parser.add_argument("--" + name.replace("_", "-"), type=kind, help=help or None)
+        flag = "--" + name.replace("_", "-")
+        if kind is bool:  # --deterministic / --no-deterministic; unset leaves the spec's value
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help or None)
+        else:
+            parser.add_argument(flag, type=kind, help=help or None)
     parser.add_argument(
         "--noise", metavar="TYPE:RATE", help="none, symmetric:0.6, asymmetric:0.4, pairflip:0.2, transition:MATRIX.json"
     )

@@ -5,11 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Fashion-MNIST for the tests and demos; redis-server for the dev stack and the Redis-outage tests.
-if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || ! command -v redis-server >/dev/null; then
+# Fashion-MNIST for the tests and demos; redis-server for the dev stack and the Redis-outage tests;
+# chromium for the dashboard's browser tests (Playwright drives it; its own browser download is not used).
+if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || ! command -v redis-server >/dev/null \
+   || ! command -v chromium >/dev/null; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq dataset-fashion-mnist redis-server
+  $SUDO apt-get install -y -qq dataset-fashion-mnist redis-server chromium
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -30,21 +30,27 @@ class DatasetInfo:
 
 @dataclass(frozen=True)
 class ParamRule:
-    """A loss parameter: its default and the open or closed interval it must lie in."""
+    """A loss parameter: its default and the open or closed interval it must lie in, or the
+    few values it may take (`choices`: a switch is 0 or 1)."""
 
     default: float
     low: float = -MAX_LOSS_PARAM
     high: float = MAX_LOSS_PARAM
     low_open: bool = False
     high_open: bool = False
+    choices: tuple[float, ...] = ()
 
     def allows(self, value: float) -> bool:
+        if self.choices:
+            return value in self.choices
         above = value > self.low if self.low_open else value >= self.low
         below = value < self.high if self.high_open else value <= self.high
         return above and below
 
     def rule(self, name: str) -> str:
-        """The interval as a reader writes it: "q > 0", "A < 0", "0 <= gamma"."""
+        """The interval as a reader writes it: "q > 0", "A < 0", "0 <= gamma"; or the choices."""
+        if self.choices:
+            return f"{name} = " + " or ".join(f"{c:g}" for c in self.choices)
         parts = []
         if self.low > -MAX_LOSS_PARAM:
             parts.append(f"{name} {'>' if self.low_open else '>='} {self.low:g}")
@@ -119,10 +125,15 @@ Q = ParamRule(0.7, **POSITIVE, high=1.0)  # GCE's q in (0, 1] (Zhang & Sabuncu, 
 RCE_A = ParamRule(A_REFERENCE, low=-100.0, high=0.0, high_open=True)  # the log of what stands in for log 0
 SHIFT = dict(high=100.0)  # the a of AGCE, AUL, AEL
 POWER = ParamRule(1.5, **POSITIVE, high=10.0)  # the q of AGCE, AUL
+# 1: the focal factor (1 - p)^γ is a constant to the gradient, as in the reference code, whose
+# NFL presets were tuned so; 0 (default): the true gradient. Loss values are the same.
+DETACH = ParamRule(0.0, choices=(0.0, 1.0))
+FOCAL = {"gamma": GAMMA, "detach_focal": DETACH}
 
 LOSSES: dict[str, LossInfo] = {
     "ce": LossInfo("active", False, "CE = -log p_y"),
-    "fl": LossInfo("active", False, "FL = -(1 - p_y)^γ log p_y", {"gamma": GAMMA}, "Lin et al., 2017"),
+    "fl": LossInfo("active", False, "FL = -(1 - p_y)^γ log p_y", FOCAL, "Lin et al., 2017",
+                   "detach_focal = 1 treats (1 - p_y)^γ as a constant in the gradient, as the reference code does"),
     "gce": LossInfo("active", False, "GCE = (1 - p_y^q) / q", {"q": Q}, "Zhang & Sabuncu, 2018"),
     "mae": LossInfo(
         "passive", True, "MAE = 1 - p_y", note="reference-code form: the paper's Σ|p-q| is 2(1 - p_y)"
@@ -137,8 +148,9 @@ LOSSES: dict[str, LossInfo] = {
     ),
     "nce": LossInfo("active", True, "NCE = log p_y / Σ_j log p_j  (Eq. 2)", normalizes="ce"),
     "nfl": LossInfo(
-        "active", True, "NFL = (1 - p_y)^γ log p_y / Σ_j (1 - p_j)^γ log p_j  (Eq. 5)", {"gamma": GAMMA},
-        normalizes="fl",
+        "active", True, "NFL = (1 - p_y)^γ log p_y / Σ_j (1 - p_j)^γ log p_j  (Eq. 5)", FOCAL,
+        note="the reference code, with whose NFL the presets were tuned, detaches the focal factors: "
+             "detach_focal = 1 does the same", normalizes="fl",
     ),
     "ngce": LossInfo(
         "active", True, "NGCE = (1 - p_y^q) / Σ_j (1 - p_j^q)  (Eq. 1 on GCE)", {"q": Q}, normalizes="gce"
@@ -288,7 +300,23 @@ PAPER_GRIDS: dict[str, dict] = {
     "table2": {"noise.type": ["symmetric"], "noise.rate": [0.0, 0.2, 0.4, 0.6, 0.8], "loss": PAPER_LOSSES},
     "table3": {"noise.type": ["asymmetric"], "noise.rate": [0.1, 0.2, 0.3, 0.4], "loss": PAPER_LOSSES},
     "alpha-beta": {"alpha": [0.1, 1.0, 10.0], "beta": [0.1, 1.0, 10.0, 100.0], "validation_split": [0.2]},
+    # Choosing without clean labels: each candidate loss at the α/β its reference configs use for
+    # MNIST, CIFAR-10 and CIFAR-100 (ce and gce: their preset), judged on a 20% noisy validation
+    # split. "loss,alpha,beta" links the three fields: they vary together, one triple per cell;
+    # null leaves a value to the loss's preset (a single term takes no beta).
+    "select": {
+        "loss,alpha,beta": [
+            ["ce", None, None], ["gce", None, None],
+            ["sce", 0.01, 1.0], ["sce", 0.1, 1.0], ["sce", 6.0, 0.1],
+            *([loss, alpha, beta] for loss in ("nce+rce", "nfl+rce") for alpha, beta in ((1.0, 10.0), (1.0, 1.0), (10.0, 0.1))),
+            ["nce+mae", 1.0, 10.0], ["nce+mae", 1.0, 1.0], ["nce+mae", 10.0, 1.0],
+        ],
+        "validation_split": [0.2],
+    },
 }
+PAPER_GRID_BASE: dict[str, dict] = {"select": {"epochs": 10}}
+"""What a preset fills into the base spec where the base is silent: `select` is a short budget
+(a fifth of the MNIST recipe's 50 epochs); a base that sets epochs keeps its own."""
 
 def robust_terms(role: Role) -> list[str]:
     """The robust single terms of a role: what a combination may use."""
@@ -323,4 +351,5 @@ def catalog() -> dict:
         "recipes": RECIPES,
         "presets": LOSS_PRESETS,
         "sweep_presets": PAPER_GRIDS,
+        "sweep_preset_base": PAPER_GRID_BASE,
     }

@@ -8,7 +8,9 @@ settings.storage_quota_bytes (413 `storage_quota_exceeded` beyond).
 
 Creating a job on a data set and deleting it run under the user's lock (shared.locks): a
 delete waits for a job being created and then refuses (409), or a job waits for the delete
-and then finds no data set (422); never both.
+and then finds no data set (422); never both. So does making a version of it (shared.versions,
+whose data.npz holds indices and labels instead of images); a data set with versions is
+deleted only after them.
 """
 
 import os
@@ -53,7 +55,7 @@ def create_dataset(session: Session, user_id: int, name: str, file: IO[bytes], s
                    limits: UploadLimits, sandbox: Sandbox, quota: int) -> DatasetRow:
     """Validate the upload (BadDataset, UploadTooLarge), check the quota (StorageQuotaExceeded),
     store it normalised, and record it."""
-    _check_quota(session, user_id, quota, 0)
+    check_quota(session, user_id, quota, 0)
     dataset_id = new_id("ds")
     with tempfile.TemporaryDirectory(prefix="noisyfit-upload-") as folder:
         source, target = Path(folder) / "upload", Path(folder) / "data.npz"
@@ -62,12 +64,12 @@ def create_dataset(session: Session, user_id: int, name: str, file: IO[bytes], s
             shutil.copyfileobj(file, copy, COPY_CHUNK)
         summary = check_upload(source, target, limits, sandbox)
         dataset = DatasetRow(id=dataset_id, user_id=user_id, name=name, object_key=dataset_key(dataset_id), **summary)
-        size = _size(dataset)
-        _check_quota(session, user_id, quota, size)
+        size = row_bytes(dataset)
+        check_quota(session, user_id, quota, size)
         store.put_file(dataset.object_key, target)
     try:
         lock_user(session, user_id)
-        _check_quota(session, user_id, quota, size)
+        check_quota(session, user_id, quota, size)
         session.add(dataset)
         session.commit()
     except BaseException:
@@ -78,16 +80,20 @@ def create_dataset(session: Session, user_id: int, name: str, file: IO[bytes], s
     return dataset
 
 
-def _size(dataset: DatasetRow) -> int:
+def row_bytes(dataset: DatasetRow) -> int:
+    """What a data set takes in the store: an upload its images and labels, a version its
+    indices and labels (shared.versions)."""
+    if dataset.root is not None:
+        return 2 * LABEL_BYTES * dataset.train_samples
     return stored_bytes(dataset.train_samples, dataset.test_samples, dataset.channels, dataset.size,
                         dataset.has_clean_labels)
 
 
-def _check_quota(session: Session, user_id: int, quota: int, adding: int) -> None:
-    """StorageQuotaExceeded when the user's data sets and `adding` more bytes exceed the quota."""
-    query = select(DatasetRow.id, DatasetRow.name, DatasetRow.train_samples, DatasetRow.test_samples, DatasetRow.channels,
-                   DatasetRow.size, DatasetRow.has_clean_labels).where(DatasetRow.user_id == user_id)
-    sizes = [(stored_bytes(*row[2:]), row[0], row[1]) for row in session.exec(query)]
+def check_quota(session: Session, user_id: int, quota: int, adding: int) -> None:
+    """StorageQuotaExceeded when the user's data sets and `adding` more bytes exceed the quota
+    (with `adding` 0: when they already fill it)."""
+    sizes = [(row_bytes(row), row.id, row.name) for row in session.exec(select(DatasetRow).where(
+        DatasetRow.user_id == user_id))]
     used = sum(size for size, _, _ in sizes)
     if (used + adding <= quota) if adding else (used < quota):
         return
@@ -119,10 +125,16 @@ def get_dataset(session: Session, user_id: int, dataset_id: str) -> DatasetRow:
 
 
 def delete_dataset(session: Session, user_id: int, dataset_id: str, store: ObjectStore) -> None:
-    """Delete the row and the stored file; Conflict while a queued or running job trains on it."""
-    lock_user(session, user_id)  # a job being created on it meanwhile is committed first, and seen below
+    """Delete the row and the stored files; Conflict while a version of it exists (shared.versions)
+    or a queued or running job trains on it."""
+    lock_user(session, user_id)  # a job or version being made of it meanwhile is committed first, and seen below
     try:
         dataset = get_dataset(session, user_id, dataset_id)
+        versions = session.exec(select(DatasetRow.id).where(DatasetRow.parent_id == dataset_id)
+                                .order_by(col(DatasetRow.created_at).desc())).all()
+        if versions:
+            raise Conflict(f"{dataset_id} has versions made from it ({', '.join(versions[:5])}); delete those first "
+                           "(DELETE /v1/datasets/{id}; GET /v1/datasets/{id}/lineage shows a version's chain)")
         active = session.exec(select(Job.id, Job.spec).where(Job.user_id == user_id, col(Job.status).in_(ACTIVE))).all()
         using = [job_id for job_id, spec in active if spec.get("dataset") == dataset_id]
         if using:

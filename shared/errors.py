@@ -3,12 +3,15 @@
     NoisyfitError                                  code, HTTP status, message (what to change), field
     ├── SpecError               422 invalid_spec           a job spec that cannot run as asked
     │   └── GridError           422 invalid_spec           a sweep grid that cannot be expanded
+    ├── VersionError            422 invalid_version        a data-set version that cannot be made as asked
     ├── BadDataset              400 bad_dataset            an upload noisyfit cannot train on
     │   └── UploadTooLarge      400 upload_too_large
     ├── BadArtifactName         422 invalid_artifact_name
     ├── InvalidCursor           422 invalid_cursor
     ├── Unauthorized            401 unauthorized
+    │   └── SignInRequired      401 sign_in_required       no live dashboard session (pages lead to /ui/login)
     ├── Forbidden               403 forbidden
+    │   └── CsrfRejected        403 csrf_rejected          a dashboard form without its session's token
     ├── NotFound                404 not_found
     │   └── ObjectMissing       404 not_found              no object under that key
     ├── Conflict                409 conflict
@@ -60,6 +63,13 @@ class GridError(SpecError):
     """A sweep grid that cannot be expanded; `field` names the grid entry to change."""
 
 
+class VersionError(NoisyfitError, ValueError):
+    """A data-set version that cannot be made as asked (shared/versions.py); `field` names the
+    entry to change (`changes[3]`, `drop[0]`, `from_job`)."""
+
+    code, status = "invalid_version", 422
+
+
 class BadDataset(NoisyfitError):
     """An upload that is not a data set noisyfit can train on."""
 
@@ -93,8 +103,19 @@ class Unauthorized(NoisyfitError):
     headers = {"WWW-Authenticate": "Bearer"}
 
 
+class SignInRequired(Unauthorized):
+    """No dashboard session, a tampered or expired one, or its key was revoked."""
+
+    code = "sign_in_required"
+    headers: dict[str, str] = {}
+
+
 class Forbidden(NoisyfitError):
     code, status = "forbidden", 403
+
+
+class CsrfRejected(Forbidden):
+    code = "csrf_rejected"
 
 
 class NotFound(NoisyfitError):

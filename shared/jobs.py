@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import and_, delete, false, func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -52,7 +53,8 @@ from shared.errors import (
     StreamUnavailable,
     TimeQuotaExceeded,
 )
-from shared.spec import DataInfo, JobSpec, resolve_spec
+from shared.rules import parse_loss
+from shared.spec import DataInfo, JobSpec, ResolvedSpec, paper_preset, resolve_spec
 from shared.store import JOB_ID, ObjectStore, artifact_key, job_prefix
 from shared.stream import CURSOR_FORM, MetricsStream, finite, get_stream, stream_id
 from shared.workers import read_fleet
@@ -86,14 +88,15 @@ def create_job(
     spec = spec if isinstance(spec, JobSpec) else JobSpec.parse(spec)
     lock_user(session, user_id)  # until the commit: the data set and the job limit stay as read
     try:
-        resolved = resolve_spec(spec, _data_info(session, user_id, spec.dataset)).to_json()
+        info = _data_info(session, user_id, spec.dataset)
+        resolved = resolve_spec(spec, info).to_json()
         scheduling.check_time_limit(resolved, settings)
         request_hash = _request_hash(resolved, sweep_id)
         existing = _replay(session, user_id, idempotency_key, request_hash) if idempotency_key is not None else None
         if existing is not None:
             session.commit()
             return existing, False
-        require_holder(spec.dataset, settings)
+        require_holder(loaded_dataset(info, spec.dataset), settings)
         check_quota(session, user_id, settings)
         active = count_active(session, user_id)
         if active >= settings.max_active_jobs_per_user:
@@ -158,6 +161,11 @@ def check_quota(session: Session, user_id: int, settings: Settings) -> None:
     )
 
 
+def loaded_dataset(info: DataInfo | None, name: str) -> str:
+    """The data set a worker loads to train on `name`: a version's root, else `name` itself."""
+    return info.root if info is not None and info.root else name
+
+
 def require_holder(dataset: str, settings: Settings) -> None:
     """Refuse a data set that workers are live for but none holds (DatasetUnavailable, with the
     install step); with no live worker at all, a job is accepted and waits for one."""
@@ -179,12 +187,18 @@ def get_job(session: Session, user_id: int, job_id: str) -> Job:
 
 
 def list_jobs(
-    session: Session, user_id: int, *, status: JobStatus | None = None, cursor: str | None = None, limit: int = 50
+    session: Session, user_id: int, *, status: JobStatus | None = None, dataset: str | None = None,
+    loss: str | None = None, cursor: str | None = None, limit: int = 50,
 ) -> tuple[list[Job], str | None]:
-    """The user's jobs, newest first, and the cursor of the next page (None on the last)."""
+    """The user's jobs, newest first, and the cursor of the next page (None on the last).
+    `dataset` and `loss` keep the jobs whose resolved spec names them (a loss in any spelling)."""
     query = select(Job).where(Job.user_id == user_id)
     if status is not None:
         query = query.where(Job.status == status)
+    if dataset is not None:
+        query = query.where(_spec_field("dataset") == dataset)
+    if loss is not None:
+        query = query.where(_spec_field("loss") == parse_loss(loss).name)
     if cursor is not None:
         created_at, job_id = _decode_cursor(cursor)
         query = query.where(
@@ -196,6 +210,16 @@ def list_jobs(
         return jobs, None
     jobs = jobs[:limit]
     return jobs, _encode_cursor(jobs[-1])
+
+
+def preset_spec(session: Session, job: Job) -> dict[str, Any] | None:
+    """The paper's preset for the job's data set, loss and noise (shared.spec.paper_preset), as
+    JSON; None when the stored spec no longer resolves (an older spec, a deleted upload)."""
+    try:
+        resolved = ResolvedSpec.model_validate(job.spec)
+        return paper_preset(resolved, _data_info(session, job.user_id, resolved.dataset)).to_json()
+    except (ValidationError, SpecError):
+        return None
 
 
 def request_cancel(session: Session, user_id: int, job_id: str, settings: Settings) -> Job:
@@ -416,6 +440,11 @@ def _cas(session: Session, job_id: str, where: list[Any], **values: Any) -> bool
     return result.rowcount == 1
 
 
+def _spec_field(name: str) -> Any:
+    """A top-level string field of the stored resolved spec, as an SQL expression."""
+    return col(Job.spec)[name].as_string()
+
+
 def _held_by(worker_id: str) -> list[Any]:
     return [Job.status == JobStatus.running, Job.lease_owner == worker_id]
 
@@ -457,12 +486,16 @@ def _hash(data: Any) -> str:
 
 
 def _data_info(session: Session, user_id: int, name: str) -> DataInfo | None:
-    """None for a built-in data set (resolve_spec knows it); an uploaded one of the user's, described."""
+    """None for a built-in data set (resolve_spec knows it); one of the user's, described: an
+    upload, or a version (of a built-in data set: resolved as the built-in, see DataInfo)."""
     if name in DATASETS or not name.startswith("ds_"):
         return None
     ds = session.exec(select(DatasetRow).where(DatasetRow.id == name)).first() if DATASET_ID.fullmatch(name) else None
     if ds is None or ds.user_id != user_id:
         raise SpecError(f"no data set {name!r} of yours; GET /v1/datasets lists them", "dataset")
+    if ds.root in DATASETS:
+        family = DATASETS[ds.root].family
+        return DataInfo(ds.num_classes, ds.channels, ds.size, ds.train_samples, family, builtin=True, root=ds.root)
     family = "mnist" if ds.channels == 1 else ("cifar100" if ds.num_classes > 10 else "cifar10")
     return DataInfo(ds.num_classes, ds.channels, ds.size, ds.train_samples, family, builtin=False)
 

@@ -120,3 +120,10 @@ class DatasetRow(SQLModel, table=True):
     classes: list[str] | None = _json()
     object_key: str = Field(max_length=500)
     created_at: datetime = _time(default_factory=utcnow, index=True)
+    # A version (shared/versions.py) names its parent and root (a built-in name or a ds id);
+    # all four are None for an upload.
+    parent_id: str | None = Field(default=None, index=True, max_length=64)
+    root: str | None = Field(default=None, max_length=64)
+    source_job: str | None = Field(default=None, max_length=40)
+    relabelled: int | None = None
+    dropped: int | None = None

@@ -10,17 +10,58 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from shared.sweeps import best
 
 DPI = 100
 JOB_SIZE = (11.0, 4.0)  # inches: two panels side by side
 SWEEP_SIZE = (6.5, 4.5)
 
 
-def job_plot(history: list[dict]) -> bytes:
+def job_title(spec: dict[str, Any]) -> str:
+    """What a job plot is of: the loss with its weights, the noise, the data set."""
+    loss = spec.get("loss", "?")
+    weights = f"α={spec['alpha']:g}" + (f", β={spec['beta']:g}" if spec.get("beta") else "") if "alpha" in spec else ""
+    return f"{loss}{f' ({weights})' if weights else ''} · {_noise(spec.get('noise') or {})} · {spec.get('dataset', '?')}"
+
+
+def sweep_title(base: dict[str, Any], grid: dict[str, list[Any]]) -> str:
+    """What a sweep plot is of: its losses, its noise and its data set(s), from the base and the grid."""
+    losses = [str(v) for v in grid.get("loss", [base.get("loss", "ce")])]
+    datasets = [str(v) for v in grid.get("dataset", [base.get("dataset", "?")])]
+    noise = base.get("noise") or {}
+    kinds = [str(v) for v in grid.get("noise.type", [noise.get("type", "none")])]
+    rates = grid.get("noise.rate")
+    if rates:
+        numbers = [r for r in rates if _is_number(r)]
+        span = f"{min(numbers):g}–{max(numbers):g}" if len(numbers) > 1 else ", ".join(map(str, rates))
+        noise_text = f"{'/'.join(kinds)} noise, rate {span}"
+    else:
+        noise_text = " / ".join(_noise({**noise, "type": kind}) for kind in kinds)
+    loss_text = ", ".join(losses) if len(losses) <= 4 else f"{len(losses)} losses"
+    return f"{loss_text} · {noise_text} · {', '.join(datasets)}"
+
+
+def _noise(noise: dict[str, Any]) -> str:
+    kind, rate = noise.get("type", "none"), noise.get("rate")
+    if kind == "none":
+        return "no noise"
+    return f"{kind} noise {100 * rate:g}%" if _is_number(rate) and kind != "transition" else f"{kind} noise"
+
+
+def job_plot(history: list[dict], title: str = "") -> bytes:
+    return _png(job_figure(history, title))
+
+
+def job_figure(history: list[dict], title: str = "") -> Figure:
     """Left: test accuracy and accuracy on the noisy training labels per epoch. Right: on the
     corrupted training samples, the share predicted as their noisy label (memorisation) and as
-    their true label. Missing keys and values leave gaps, never an error."""
+    their true label. `title` (job_title) heads both; epochs are whole-number ticks. Missing keys
+    and values leave gaps, never an error."""
     fig = Figure(figsize=JOB_SIZE, dpi=DPI)
+    if title:
+        fig.suptitle(title)
     accuracy, corrupted = fig.subplots(1, 2)
     epochs = [entry.get("epoch", i + 1) for i, entry in enumerate(history)]
 
@@ -35,7 +76,12 @@ def job_plot(history: list[dict]) -> bytes:
     _style(corrupted, "corrupted training samples", drawn)
     if not drawn:
         _note(corrupted, "no corrupted samples recorded")
-    return _png(fig)
+    numbered = [e for e in epochs if _is_number(e)]
+    if numbered:  # at least a whole epoch wide, so that a short run still gets whole-number ticks
+        margin = max(0.5, 0.03 * (max(numbered) - min(numbered)))
+        for ax in (accuracy, corrupted):
+            ax.set_xlim(min(numbered) - margin, max(numbered) + margin)
+    return fig
 
 
 def _lines(ax: Any, epochs: list, history: list[dict], series: dict[str, str]) -> bool:
@@ -56,6 +102,7 @@ def _note(ax: Any, text: str) -> None:
 def _style(ax: Any, title: str, legend: bool) -> None:
     ax.set_title(title)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.set_ylabel("%")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
@@ -63,12 +110,23 @@ def _style(ax: Any, title: str, legend: bool) -> None:
         ax.legend(loc="best", fontsize="small")
 
 
-def sweep_plot(rows: list[dict], x: str = "noise.rate", series: str = "loss") -> bytes:
+def sweep_plot(rows: list[dict], x: str = "noise.rate", series: str = "loss", title: str = "") -> bytes:
+    return _png(sweep_figure(rows, x, series, title))
+
+
+def sweep_figure(rows: list[dict], x: str = "noise.rate", series: str = "loss", title: str = "") -> Figure:
     """Mean test accuracy against `x` (noise rate), one line per `series` value (loss), error
-    bars one sample std. Without `x` in the cells, the first numeric grid field is the axis;
-    every other varying field joins the line label."""
+    bars one sample std; headed by `title` (sweep_title). Without `x` in the cells, the first
+    numeric grid field is the axis; every other varying field joins the line label. A
+    whole-number axis (epochs, seeds) has whole-number ticks. Where runs held out a noisy
+    validation split, its mean accuracy is a dashed line of the same colour, and a star marks
+    the cell of the highest (shared.sweeps.best)."""
     fig = Figure(figsize=SWEEP_SIZE, dpi=DPI)
     ax = fig.subplots()
+    if title:
+        ax.set_title(title, fontsize="medium")
+    chosen = best(rows)
+    chosen = chosen["cell"] if chosen is not None and chosen["by"] == "validation" else None
     rows = [row for row in rows if row.get("mean") is not None]
     fields = list(dict.fromkeys(name for row in rows for name in row["cell"]))
     if x not in fields:
@@ -86,22 +144,33 @@ def sweep_plot(rows: list[dict], x: str = "noise.rate", series: str = "loss") ->
         xs = [r["cell"].get(x) if numeric else ticks.index(str(r["cell"].get(x))) for r in members]
         ys = [100 * r["mean"] for r in members]
         errors = [100 * (r.get("std") or 0.0) for r in members]
-        # The colour cycle has 10 entries; a dashed line tells the 11th from the 1st.
-        style = "-" if index < 10 else "--"
-        ax.errorbar(xs, ys, yerr=errors, marker="o", linestyle=style, capsize=3, label=label or None)
+        # The colour cycle has 10 entries; a dash-dot line tells the 11th from the 1st.
+        style = "-" if index < 10 else "-."
+        drawn = ax.errorbar(xs, ys, yerr=errors, marker="o", linestyle=style, capsize=3, label=label or None)
+        validated = [(x_, 100 * r["val_mean"]) for x_, r in zip(xs, members) if _is_number(r.get("val_mean"))]
+        if validated:
+            colour = drawn.lines[0].get_color()
+            ax.plot(*zip(*validated), marker="s", linestyle="--", color=colour, alpha=0.7,
+                    label=f"{label} (noisy val)" if label else "noisy val")
+            for x_, r in zip(xs, members):
+                if chosen is not None and r["cell"] == chosen:
+                    ax.plot([x_], [100 * r["val_mean"]], marker="*", markersize=16, color=colour, linestyle="none",
+                            label="best by noisy val")
 
     if not numeric:
         ax.set_xticks(range(len(ticks)), ticks)
+    elif rows and all(isinstance(row["cell"].get(x), int) for row in rows):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     elif rows and _spans_decades([row["cell"][x] for row in rows]):
         ax.set_xscale("log")  # α and β grids: 0.1, 1, 10, 100
     ax.set_xlabel(x)
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel("accuracy (%): test, noisy validation dashed" if chosen is not None else "test accuracy (%)")
     ax.grid(alpha=0.3)
     if not rows:
         _note(ax, "no finished runs yet")
     elif any(lines):
         ax.legend(loc="best", fontsize="small")
-    return _png(fig)
+    return fig
 
 
 def _spans_decades(values: list[float]) -> bool:

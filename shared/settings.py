@@ -21,6 +21,11 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./var/data")
     admin_token: str = ""
     allow_download: bool = False
+    # Signs the dashboard's session cookies (/ui). Empty: derived from ADMIN_TOKEN, or a random
+    # secret per process when that is empty too (sessions then end when the API restarts).
+    session_secret: str = ""
+    # A dashboard session lasts this long after signing in.
+    session_ttl_s: int = 12 * 3600
 
     # Metrics stream: events kept per job in Redis, and how long a finished job's stream lives.
     stream_maxlen: int = 10_000

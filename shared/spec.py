@@ -31,7 +31,11 @@ def _one_of(names: Any) -> str:
 
 @dataclass(frozen=True)
 class DataInfo:
-    """What resolution needs to know of a data set (built-in or uploaded)."""
+    """What resolution needs to know of a data set (built-in, uploaded, or a version of either).
+
+    A version of a built-in data set resolves as the built-in (its family, class maps and
+    augmentation) with its own number of samples; `root` names the built-in, whose files a
+    worker must hold to train on it."""
 
     num_classes: int
     channels: int
@@ -39,6 +43,7 @@ class DataInfo:
     train_samples: int
     family: str
     builtin: bool
+    root: str | None = None
 
     @classmethod
     def builtin_named(cls, name: str) -> "DataInfo":
@@ -107,6 +112,10 @@ class JobSpec(BaseModel):
     grad_clip: float | None = _field(None, "gradient-norm clipping (0: none)", ge=0.0, le=1e4, allow_inf_nan=False)
     augment: str | None = _field(None, f"augmentation: {_one_of(AUGMENTATIONS)}")
     precision: str = _field("fp32", f"arithmetic: {_one_of(PRECISIONS)}")
+    deterministic: bool = _field(
+        False, "CUDA only: cuDNN's deterministic kernels and torch's deterministic algorithms, so that the same "
+               "spec gives the same weights on a GPU as it always does on a CPU; slower by an amount not yet "
+               "measured (docs/DIFFERENCES.md)")
     checkpoint_every: int = _field(1, "epochs between resume checkpoints", ge=1, le=MAX_EPOCHS)
     time_limit_s: int | None = _field(None, "seconds the job may run, from its first start, before it is stopped "
                                             "and failed (null: the service's maximum, NOISYFIT_MAX_JOB_SECONDS)", ge=1)
@@ -190,6 +199,7 @@ class ResolvedSpec(BaseModel):
     grad_clip: float
     augment: str
     precision: str
+    deterministic: bool = False  # CUDA: deterministic kernels and algorithms (CPU runs are reproducible anyway)
     checkpoint_every: int
     time_limit_s: int = 0  # 0: the service's maximum (settings.max_job_seconds), which also caps any other value
 
@@ -244,3 +254,22 @@ def _train_size(train_size: int | None, data: DataInfo) -> int:
     if train_size < 10 * data.num_classes:
         raise SpecError(f"use a train_size of at least {10 * data.num_classes} (10 per class)", "train_size")
     return train_size
+
+
+def paper_preset(resolved: ResolvedSpec, data: DataInfo | None = None) -> ResolvedSpec:
+    """The spec the paper's preset gives for a run's data set, loss and noise, with nothing else
+    asked: what a dashboard marks the run's own choices against."""
+    noise = NoiseSettings(type=resolved.noise.type, rate=resolved.noise.rate,
+                          matrix=[list(row) for row in resolved.noise.matrix] or None)
+    return resolve_spec(JobSpec(dataset=resolved.dataset, loss=resolved.loss, noise=noise), data)
+
+
+def flat_spec(spec: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A spec's values under dotted names, as a sweep's grid names them (`noise.rate`, `loss_params.q`)."""
+    flat: dict[str, Any] = {}
+    for name, value in spec.items():
+        if isinstance(value, dict):
+            flat.update(flat_spec(value, f"{prefix}{name}."))
+        else:
+            flat[prefix + name] = value
+    return flat

@@ -43,6 +43,7 @@ from shared.settings import Settings
 from shared.spec import DataInfo, JobSpec, resolve_spec
 from shared.stream import get_stream
 from shared.sweeps import (
+    LOSS_SETTING,
     SEED,
     Grid,
     Row,
@@ -50,8 +51,11 @@ from shared.sweeps import (
     cell_spec,
     expand_grid,
     get_path,
+    grid_fields,
+    paper_base,
     paper_grid,
     spec_bytes,
+    summary,
 )
 
 DEFAULT_SEEDS = (0, 1, 2)
@@ -69,13 +73,15 @@ class SweepView:
     counts: dict[str, int]
     status: str
     table: list[Row] | None = None
+    summary: dict[str, Any] | None = None  # shared.sweeps.summary of the table
 
 
 def build_grid(base: dict[str, Any], grid: Grid | None, preset: str | None, seeds: list[int] | None) -> Grid:
     """The grid to expand: `grid`, or the preset's grid over `seeds` with `grid`'s entries added or overriding."""
     if preset is None:
         if not grid:
-            raise GridError("a sweep needs a grid ({field: [values]}) or a preset (table2, table3, alpha-beta)", "grid")
+            raise GridError("a sweep needs a grid ({field: [values]}) or a preset (table2, table3, alpha-beta, "
+                            "select)", "grid")
         if seeds is not None:
             raise GridError("seeds go with a preset; with a grid, put them in it: \"seed\": [0, 1, 2]", "seeds")
         return grid
@@ -91,8 +97,11 @@ def create_sweep(
     enqueue: Callable[[str], None] | None = None,
 ) -> SweepView:
     """Check the base's shape and the grid's size, then validate and store the sweep and one
-    queued job per cell in one transaction, then enqueue them; all or nothing."""
+    queued job per cell in one transaction, then enqueue them; all or nothing. A preset fills
+    its base values (shared.sweeps.paper_base) where `base` is silent."""
     grid = build_grid(base, grid, preset, seeds)
+    if preset is not None:
+        base = paper_base(preset, base)
     _parse_cell(grid, 0, next(expand_grid(base, grid)))  # the base's shape, before anything is sized or built
     size = spec_bytes(base, grid)
     if size > settings.max_sweep_bytes:
@@ -148,8 +157,8 @@ def _resolve_cell(session: Session, user_id: int, grid: Grid, index: int, spec: 
     parsed = _parse_cell(grid, index, spec)
     try:
         if parsed.dataset not in infos:
-            jobs.require_holder(parsed.dataset, settings)
-            infos[parsed.dataset] = jobs._data_info(session, user_id, parsed.dataset)
+            infos[parsed.dataset] = info = jobs._data_info(session, user_id, parsed.dataset)
+            jobs.require_holder(jobs.loaded_dataset(info, parsed.dataset), settings)
         resolved = resolve_spec(parsed, infos[parsed.dataset]).to_json()
         scheduling.check_time_limit(resolved, settings)
         return resolved
@@ -163,13 +172,13 @@ def _parse_cell(grid: Grid, index: int, spec: dict[str, Any]) -> JobSpec:
     try:
         return JobSpec.parse(spec)
     except SpecError as exc:
-        if exc.field.partition(".")[0] not in {name.partition(".")[0] for name in grid}:
+        if exc.field.partition(".")[0] not in {name.partition(".")[0] for name in grid_fields(grid)}:
             raise SpecError(f"the base spec: {exc.message}", f"base.{exc.field}") from exc
         raise _in_cell(exc, grid, index, spec) from exc
 
 
 def _in_cell(exc: SpecError, grid: Grid, index: int, spec: dict[str, Any]) -> SpecError:
-    values = ", ".join(f"{name}={_short(get_path(spec, name))}" for name in grid)
+    values = ", ".join(f"{name}={_short(get_path(spec, name))}" for name in grid_fields(grid))
     return SpecError(f"cell {index} of {_cells(grid)} ({values}): {exc.message}", f"cells[{index}].{exc.field}")
 
 
@@ -228,13 +237,14 @@ def view(session: Session, sweep: Sweep) -> SweepView:
     members = _members(session, sweep)
     counts = _counts(job["status"] for job in members)
     rows = aggregate(members, sweep.grid)
-    return SweepView(sweep, [job["id"] for job in members], counts, derive_status(counts), rows)
+    return SweepView(sweep, [job["id"] for job in members], counts, derive_status(counts), rows, summary(rows))
 
 
 def _members(session: Session, sweep: Sweep) -> list[dict[str, Any]]:
     """The sweep's jobs in the order of its cells (creation order), each with only the parts of
-    its spec that the table reads (the grid's fields and the seed), read a batch at a time."""
-    names = [*sweep.grid, SEED]
+    its spec that the table reads (the grid's fields, the seed and the loss setting), read a
+    batch at a time."""
+    names = list(dict.fromkeys([*grid_fields(sweep.grid), SEED, *LOSS_SETTING, "loss_params"]))
     query = (select(Job.id, Job.status, Job.spec, Job.result).where(Job.sweep_id == sweep.id)
              .order_by(col(Job.created_at), col(Job.id))
              .execution_options(yield_per=_batch(spec_bytes(sweep.base, {}))))

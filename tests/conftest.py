@@ -9,9 +9,15 @@
 - `sqlite_settings`, `db_settings` (parametrized: PostgreSQL and SQLite), `session`.
 - `app`, `client` (TestClient, lifespan run), `admin_headers`, `make_user` (→ headers of a new
   user's key), `user_headers`, `other_user_headers`, `live_api` (a real uvicorn process: .url, .process).
+- `ui_sign_in(client, key)`: sign a TestClient into the dashboard (/ui) as a browser does;
+  `csrf_token(html)`: the token of a page's forms.
+- `store_trained_job(...)`: a succeeded job's row and the artifacts that versions read, without training.
 """
 
+import csv
+import io
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -23,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import psycopg
 import pytest
 import redis
@@ -31,7 +38,11 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from shared.db import get_engine, init_db
+from shared.jobs import _data_info, new_job
+from shared.models import utcnow
 from shared.settings import Settings, get_settings
+from shared.spec import JobSpec, resolve_spec
+from shared.store import artifact_key, get_store
 
 PG_ADMIN_DSN = os.environ.get("NOISYFIT_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test")
 REDIS_URL = os.environ.get("NOISYFIT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -239,6 +250,22 @@ def other_user_headers(make_user: Callable[..., Headers]) -> Headers:
     return make_user("mallory")
 
 
+def csrf_token(html: str) -> str:
+    """The CSRF token a dashboard page's forms carry."""
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, "the page has no form with a CSRF token"
+    return found.group(1)
+
+
+def ui_sign_in(client: TestClient, key: str) -> TestClient:
+    """Sign `client` into the dashboard with an API key, as the sign-in form does; its cookie jar
+    then holds the session."""
+    token = csrf_token(client.get("/ui/login").text)
+    response = client.post("/ui/login", data={"api_key": key, "csrf_token": token}, follow_redirects=False)
+    assert response.status_code == 303, response.text
+    return client
+
+
 @dataclass(frozen=True)
 class LiveApi:
     url: str
@@ -262,3 +289,30 @@ def live_api(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFacto
     finally:
         stop(process)
         log.close()
+
+
+def store_trained_job(settings: Settings, user_id: int, spec: dict, *, noisy: np.ndarray, clean: np.ndarray,
+                      train_indices: np.ndarray, val_indices: np.ndarray, suspects: list[dict],
+                      status: str = "succeeded") -> str:
+    """A job as a worker leaves it (its row; noisy_labels.npz and suspected_mislabels.csv with the
+    `suspects` rows in the store), without training: for tests of what reads a finished job."""
+    with Session(get_engine(settings.database_url)) as session:
+        parsed = JobSpec.parse(spec)
+        job = new_job(user_id, resolve_spec(parsed, _data_info(session, user_id, parsed.dataset)).to_json())
+        job.status, job.finished_at, job.result = status, utcnow(), {"final_test_accuracy": 0.5}
+        session.add(job)
+        session.commit()
+        job_id = job.id
+    labels = io.BytesIO()
+    np.savez(labels, noisy=noisy, clean=clean, corrupted=noisy != clean, train_indices=train_indices,
+             val_indices=val_indices)
+    table = io.StringIO()
+    columns = list(dict.fromkeys(name for row in suspects for name in row)) or ["index", "noisy_label", "predicted",
+                                                                                "confidence", "loss", "rank"]
+    writer = csv.DictWriter(table, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(suspects)
+    store = get_store(settings)
+    store.put_bytes(artifact_key(job_id, "noisy_labels.npz"), labels.getvalue())
+    store.put_bytes(artifact_key(job_id, "suspected_mislabels.csv"), table.getvalue().encode())
+    return job_id

@@ -12,7 +12,7 @@ import os
 import pickle
 import struct
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ import torch
 import torchvision
 
 from shared.errors import DatasetUnavailable
+from shared.versions import ROOT_LABEL, VersionArrays
 from worker.data_files import CIFAR10_FILES, CIFAR100_FILES, IDX_FILES, SYSTEM_DATA_DIRS, cache_path
 
 DOWNLOAD_HINT = "or set NOISYFIT_ALLOW_DOWNLOAD=true to let the worker download it"
@@ -82,12 +83,19 @@ def load_dataset(
     download: bool = False,
     system_dirs: Iterable[str | os.PathLike[str]] | None = None,
 ) -> LoadedData:
-    """Load a registered data set, or an uploaded one (`ds_...`, see load_uploaded);
-    system_dirs overrides SYSTEM_DATA_DIRS (Fashion-MNIST)."""
+    """Load a registered data set, or one of a user's (`ds_...`): an upload (load_uploaded) or
+    a version of either (load_version); system_dirs overrides SYSTEM_DATA_DIRS (Fashion-MNIST).
+    A registered data set this process keeps in memory (keep) is not read again."""
     if name.startswith(UPLOADED_PREFIX):
+        version = VersionArrays.read(_uploaded_file(name, data_dir))
+        if version is not None:
+            return load_version(version, load_dataset(version.root, data_dir, download, system_dirs))
         return load_uploaded(name, data_dir)
     if name not in DATASETS:
         raise DatasetUnavailable(f"unknown data set {name!r}; choose one of {sorted(DATASETS)}")
+    held = _kept.get((name, Path(data_dir).resolve()))
+    if held is not None:
+        return held
     info = DATASETS[name]
     data_dir = Path(data_dir)
     cache = cache_path(name, data_dir)
@@ -105,14 +113,10 @@ _kept: dict[tuple[str, Path], LoadedData] = {}
 
 
 def keep(dataset: LoadedData, data_dir: str | os.PathLike[str]) -> None:
-    """Hold a loaded built-in data set in this process's memory; processes forked from it find it
-    with kept() (worker.warm: the fork server keeps the data sets of its worker)."""
+    """Hold a loaded built-in data set in this process's memory: load_dataset of this process, and
+    of processes forked from it, returns it without reading it again (worker.warm: the fork
+    server keeps the data sets of its worker). Nothing may write into its tensors."""
     _kept[(dataset.name, Path(data_dir).resolve())] = dataset
-
-
-def kept(name: str, data_dir: str | os.PathLike[str]) -> LoadedData | None:
-    """The data set as keep() holds it for data_dir, or None."""
-    return _kept.get((name, Path(data_dir).resolve()))
 
 
 def _write_cache(path: Path, arrays: Arrays) -> None:
@@ -161,19 +165,41 @@ def uploaded_path(dataset_id: str, data_dir: str | os.PathLike[str]) -> Path:
     return Path(data_dir) / UPLOAD_FOLDER / f"{dataset_id}.npz"
 
 
-def load_uploaded(dataset_id: str, data_dir: str | os.PathLike[str]) -> LoadedData:
-    """A user's data set from `data_dir/uploads/{id}.npz` (uint8 NCHW, as the API stores it);
-    mean and std per channel are those of its training images."""
+def _uploaded_file(dataset_id: str, data_dir: str | os.PathLike[str]) -> Path:
     path = uploaded_path(dataset_id, data_dir)
     if not path.is_file():
         raise DatasetUnavailable(
             f"uploaded data set {dataset_id} is not in {path}; fetch it from the object store first "
             "(shared.dataset_service.fetch_dataset)"
         )
-    with np.load(path, allow_pickle=False) as stored:
+    return path
+
+
+def load_uploaded(dataset_id: str, data_dir: str | os.PathLike[str]) -> LoadedData:
+    """A user's data set from `data_dir/uploads/{id}.npz` (uint8 NCHW, as the API stores it);
+    mean and std per channel are those of its training images."""
+    with np.load(_uploaded_file(dataset_id, data_dir), allow_pickle=False) as stored:
         arrays = {key: stored[key] for key in stored.files}
     mean, std = channel_stats(arrays["x_train"])
     return _to_dataset(dataset_id, arrays, mean, std)
+
+
+def load_version(version: VersionArrays, root: LoadedData) -> LoadedData:
+    """A version (shared.versions) of the loaded `root`: its training samples at the version's
+    indices with the version's labels (ROOT_LABEL: the root's own); clean labels are the root's
+    (a built-in's labels, an upload's y_train_clean), unknown for an upload without them. The
+    test set, normalisation and name (which picks asymmetric class maps) stay the root's."""
+    indices = torch.from_numpy(version.indices)
+    own = torch.from_numpy(version.labels)
+    builtin = not root.name.startswith(UPLOADED_PREFIX)
+    clean = root.y_train if builtin else root.y_train_clean
+    return replace(
+        root,
+        x_train=root.x_train[indices],
+        y_train=torch.where(own == ROOT_LABEL, root.y_train[indices], own),
+        coarse_train=None if root.coarse_train is None else root.coarse_train[indices],
+        y_train_clean=None if clean is None else clean[indices],
+    )
 
 
 def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-
-from sqlmodel import Session
+from typing import TYPE_CHECKING
 
 from shared.catalog import DATASETS
-from shared.models import DatasetRow
-from shared.spec import ResolvedSpec
+
+if TYPE_CHECKING:  # read as attributes only: the module imports no pydantic (the GPU machine's tests)
+    from shared.spec import ResolvedSpec
 
 MIB = 2**20
 CUDA_CONTEXT_BYTES = 768 * MIB  # a training process's CUDA context and kernels (torch 2.x, lazy loading)
@@ -70,16 +70,10 @@ class DataShape:
     size: int  # height = width
     test_samples: int
 
-
-def data_shape(session: Session, dataset: str) -> DataShape:
-    """A built-in data set's shape from the catalog; an uploaded one's from its row."""
-    if dataset in DATASETS:
-        info = DATASETS[dataset]
-        return DataShape(info.channels, info.size, info.test_samples)
-    row = session.get(DatasetRow, dataset)
-    if row is None:  # deleted meanwhile: the job fails when it loads it, needing little
-        return DataShape(1, 1, 0)
-    return DataShape(row.channels, row.size, row.test_samples)
+    @classmethod
+    def builtin(cls, name: str) -> DataShape:
+        info = DATASETS[name]
+        return cls(info.channels, info.size, info.test_samples)
 
 
 @dataclass(frozen=True)

@@ -50,11 +50,12 @@ from sqlmodel import Session
 from shared import jobs, scheduling
 from shared.db import get_engine
 from shared.errors import StoreUnavailable
-from shared.models import Job, JobStatus, utcnow
+from shared.catalog import DATASETS
+from shared.models import DatasetRow, Job, JobStatus, utcnow
 from shared.queue import send_train
 from shared.settings import Settings, get_settings
 from shared.spec import ResolvedSpec
-from worker.device_memory import MIB, DataShape, MeasuredMemory, data_shape, job_need
+from worker.device_memory import MIB, DataShape, MeasuredMemory, job_need
 from worker.packing import NoRoom, Packer, Slot
 
 log = logging.getLogger(__name__)
@@ -162,11 +163,21 @@ def _need(session: Session, job: Job, packer: Packer, sized: dict[str, tuple[Res
         return 0
     try:
         spec = ResolvedSpec.model_validate(job.spec)
-        sized[job.id] = spec, data_shape(session, spec.dataset)
+        sized[job.id] = spec, _data_shape(session, spec.dataset)
         return job_need(*sized[job.id], MEASURED)
     except (ValidationError, KeyError) as exc:
         log.warning("job %s: its memory cannot be estimated (%s); admitted as needing none", job.id, exc)
         return 0
+
+
+def _data_shape(session: Session, dataset: str) -> DataShape:
+    """A built-in data set's shape from the catalog; a user's (an upload, a version) from its row."""
+    if dataset in DATASETS:
+        return DataShape.builtin(dataset)
+    row = session.get(DatasetRow, dataset)
+    if row is None:  # deleted meanwhile: the job fails when it loads it, needing little
+        return DataShape(1, 1, 0)
+    return DataShape(row.channels, row.size, row.test_samples)
 
 
 def _run(taken: Taken, worker_id: str, settings: Settings, engine: Engine, packer: Packer) -> None:

@@ -29,8 +29,9 @@ from shared.errors import SpecError
 from shared.rules import LossForm, check_weights, loss_params, parse_loss, term_params
 from shared.spec import ResolvedSpec
 
-# Everything is computed in fp32 (fp64 stays fp64) from log p = log_softmax(z), and p^q is written
-# exp(q·log p), so values and gradients stay finite for logits up to ±1e4, where p is exactly 0 or 1.
+# Everything is computed in fp32 (fp64 stays fp64) from log p (`log_probabilities`), and p^q is
+# written exp(q·log p), so values and gradients stay finite for logits up to ±1e4, where p is
+# exactly 0 or 1. 1 - p is -expm1(log p) (`one_minus_p`), accurate where p is close to 1.
 EPS = 1e-7
 """Floor of 1 - p in the focal factor (1 - p)^γ: for γ < 1 its derivative is infinite at p = 1,
 and ∞·0 would make the gradient NaN. It changes the loss by less than EPS^γ·EPS."""
@@ -81,30 +82,51 @@ def register_normalized(name: str, info: LossInfo | None = None) -> PerClass:
     return register_loss(name, normalize(IMPLEMENTATIONS[base]), info)
 
 
+def log_probabilities(logits: Tensor) -> Tensor:
+    """log softmax(z), with log p of each row's top class accurate in relative terms as p → 1.
+
+    log_softmax adds 1 (the top class) to the other classes' e^(z_j - z_max) before taking the
+    log, and in fp32 that sum drops whatever is below 6e-8: log p_top is exactly 0 from
+    p_top = 1 - 6e-8 on, and 1 - p_top is off by 5% at 1 - 3e-7. Here the log of the sum is
+    log1p(Σ_{j≠top} e^(z_j - z_top)): the same function and gradient, without that rounding.
+    """
+    top_logit, top = logits.max(dim=1, keepdim=True)
+    shifted = logits - top_logit
+    others = shifted.exp().scatter(1, top, 0.0).sum(dim=1, keepdim=True)
+    return shifted - torch.log1p(others)
+
+
+def one_minus_p(log_p: Tensor) -> Tensor:
+    """1 - p as -expm1(log p), which keeps the digits that 1 - exp(log p) cancels as p → 1."""
+    return -torch.expm1(log_p)
+
+
 @implements("ce")
 def cross_entropy(log_p: Tensor) -> Tensor:
     return -log_p  # CE = -log p_y  (Sec. 3.1)
 
 
 @implements("fl")
-def focal(log_p: Tensor, gamma: float) -> Tensor:
-    focal_factor = (1 - log_p.exp()).clamp_min(EPS) ** gamma  # kept in the graph: the true gradient
+def focal(log_p: Tensor, gamma: float, detach_focal: float) -> Tensor:
+    focal_factor = one_minus_p(log_p).clamp_min(EPS) ** gamma
+    if detach_focal:  # a constant to the gradient, as in the reference code; the value is the same
+        focal_factor = focal_factor.detach()
     return -focal_factor * log_p  # FL = -(1 - p_y)^γ log p_y  (Sec. 3.1)
 
 
 @implements("gce")
 def generalized_cross_entropy(log_p: Tensor, q: float) -> Tensor:
-    return (1 - torch.exp(q * log_p)) / q  # GCE = (1 - p_y^q) / q  (Sec. 5.3)
+    return -torch.expm1(q * log_p) / q  # GCE = (1 - p_y^q) / q  (Sec. 5.3)
 
 
 @implements("mae")
 def mean_absolute_error(log_p: Tensor) -> Tensor:
-    return 1 - log_p.exp()  # MAE = 1 - p_y, half the paper's Σ_k |p_k - q_k| = 2(1 - p_y)  (Sec. 3.1)
+    return one_minus_p(log_p)  # MAE = 1 - p_y, half the paper's Σ_k |p_k - q_k| = 2(1 - p_y)  (Sec. 3.1)
 
 
 @implements("rce")
 def reverse_cross_entropy(log_p: Tensor, A: float) -> Tensor:
-    return -A * (1 - log_p.exp())  # RCE = -Σ_k p_k log q_k with log 0 := A, = -A(1 - p_y)  (Sec. 3.1)
+    return -A * one_minus_p(log_p)  # RCE = -Σ_k p_k log q_k with log 0 := A, = -A(1 - p_y)  (Sec. 3.1)
 
 
 register_normalized("nce")  # NCE = log p_y / log Π_k p_k  (Eq. 2)
@@ -158,7 +180,7 @@ class Loss(nn.Module):
             raise ValueError(f"{self.name} expects logits [B, {self.num_classes}]; got {list(logits.shape)}")
         if labels.shape != logits.shape[:1]:
             raise ValueError(f"{self.name} expects labels [{logits.shape[0]}]; got {list(labels.shape)}")
-        log_p = logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(dim=1)
+        log_p = log_probabilities(logits.to(torch.promote_types(logits.dtype, torch.float32)))
         column = labels.long()[:, None]
         per_sample = sum(
             weight * IMPLEMENTATIONS[term](log_p, **params).gather(1, column).squeeze(1)

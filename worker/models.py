@@ -126,12 +126,22 @@ def cnn8(num_classes: int, in_channels: int, image_size: Size) -> nn.Module:
 # ---------------------------------------------------------------------------------------
 
 
+class GlobalAvgPool(nn.Module):
+    """The mean over each channel's pixels, [N, C, H, W] → [N, C, 1, 1]: torchvision's
+    AdaptiveAvgPool2d((1, 1)) as a plain mean, whose gradient on CUDA is deterministic (the
+    pool's backward has no deterministic kernel, which a `deterministic` job would refuse)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3), keepdim=True)
+
+
 def cifar_resnet(block: type[BasicBlock | Bottleneck], num_classes: int, in_channels: int) -> nn.Module:
     """torchvision's ResNet with the CIFAR stem: 3×3 stride-1 conv to 64 channels, no max-pool."""
     model = ResNet(block, [3, 4, 6, 3], num_classes=num_classes)
     model.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")  # as torchvision
     model.maxpool = nn.Identity()
+    model.avgpool = GlobalAvgPool()
     return model
 
 
@@ -148,6 +158,7 @@ def resnet50_cifar(num_classes: int, in_channels: int, image_size: Size) -> nn.M
 @register_model("imagenet-resnet50", image_size=224)
 def resnet50_imagenet(num_classes: int, in_channels: int, image_size: Size) -> nn.Module:
     model = resnet50(weights=None, num_classes=num_classes)
+    model.avgpool = GlobalAvgPool()
     if in_channels != 3:
         model.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
         nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")

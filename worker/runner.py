@@ -35,7 +35,7 @@ from worker.sinks import ArtifactSink
 from worker.checkpoints import final_checkpoint, read_resume, resume_checkpoint
 from worker.datasets import LoadedData, load_dataset
 from worker.noise import corrupt_labels, noise_report
-from shared.plots import job_plot
+from shared.plots import job_plot, job_title
 from shared.spec import ResolvedSpec
 from shared.stream import encode, finite
 from worker.trainer import (
@@ -185,13 +185,16 @@ def run_job(
     sink.put("checkpoint.pt", final_checkpoint(outcome.state, data))
     corrupted = labels.corrupted[labels.train_indices]
     sink.put("suspected_mislabels.csv", mislabels_csv(labels, losses, predicted, confidence))
-    sink.put("plot.png", job_plot(outcome.history))
+    sink.put("plot.png", job_plot(outcome.history, job_title(spec.to_json())))
     report = noise_report(labels.clean[labels.train_indices], labels.noisy[labels.train_indices], dataset.num_classes)
     result = {
         "status": "succeeded",
         "spec": spec.to_json(),
         "final_test_accuracy": outcome.final_test_accuracy,
         "best_test_accuracy": outcome.best_test_accuracy,
+        "final_val_accuracy": outcome.final_val_accuracy,
+        "best_val_epoch": outcome.best_val_epoch,
+        "test_accuracy_at_best_val": outcome.test_accuracy_at_best_val,
         "epochs_completed": outcome.epochs_completed,
         "resumed_from_epoch": resume["epoch"] if resume else None,
         "noise_rate_realised": report["rate"],

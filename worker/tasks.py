@@ -38,8 +38,9 @@ from shared.errors import (
     StreamUnavailable,
 )
 from shared.store import get_store
+from shared.versions import VersionArrays
 from shared.stream import MetricsStream, get_stream
-from worker.datasets import UPLOADED_PREFIX, kept, uploaded_path
+from worker.datasets import UPLOADED_PREFIX, uploaded_path
 from worker.dispatch import GIVE_BACK, SERVICE_ERRORS
 from worker.runner import run_job
 from worker.sinks import ObjectStoreSink
@@ -52,8 +53,9 @@ STEP_EVENT_S = 1.0  # at most one `step` event this often
 STEP_EVERY = 5  # optimizer steps between looks at the step-event clock (each costs a device sync)
 
 # Result fields copied into the job record; the whole result is result.json.
-SUMMARY = ("final_test_accuracy", "best_test_accuracy", "epochs_completed", "resumed_from_epoch",
-           "noise_rate_realised", "num_corrupted", "mislabel_detection")
+SUMMARY = ("final_test_accuracy", "best_test_accuracy", "final_val_accuracy", "best_val_epoch",
+           "test_accuracy_at_best_val", "epochs_completed", "resumed_from_epoch", "noise_rate_realised",
+           "num_corrupted", "mislabel_detection")
 
 
 def run_taken_job(job_id: str, worker_id: str, cores: Sequence[int] = (),
@@ -95,8 +97,7 @@ def _train(job_id: str, spec: ResolvedSpec, settings: Settings, control: "JobCon
     sink = ObjectStoreSink(get_store(settings), job_id)
     try:
         fetch_upload(spec.dataset, settings)
-        result = run_job(spec, sink, settings.data_dir, settings.allow_download, [control, *others],
-                         dataset=kept(spec.dataset, settings.data_dir))
+        result = run_job(spec, sink, settings.data_dir, settings.allow_download, [control, *others])
     except SERVICE_ERRORS:
         raise
     except Exception as exc:
@@ -148,13 +149,17 @@ def _peak_reporter(report: Callable[[int], None] | None) -> list[Callback]:
 
 
 def fetch_upload(dataset: str, settings: Settings) -> None:
-    """A user's uploaded data set (ds_...) comes from the object store into data_dir first."""
+    """A user's data set (ds_...) comes from the object store into data_dir first; a version's
+    root too, when that is an upload (shared.versions)."""
     if not dataset.startswith(UPLOADED_PREFIX):
         return
     try:
-        fetch_dataset(get_store(settings), dataset, uploaded_path(dataset, settings.data_dir))
+        path = fetch_dataset(get_store(settings), dataset, uploaded_path(dataset, settings.data_dir))
     except ObjectMissing as exc:
         raise DatasetUnavailable(f"uploaded data set {dataset} is no longer in the object store; upload it again") from exc
+    version = VersionArrays.read(path)
+    if version is not None:
+        fetch_upload(version.root, settings)
 
 
 def failure(exc: Exception) -> dict[str, str]:

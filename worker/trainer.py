@@ -24,10 +24,12 @@ on clean images, like the test set, instead of a mixture of a whole epoch's mode
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +51,9 @@ SCHEDULES = {
     "cosine": lambda opt, spec: CosineAnnealingLR(opt, T_max=spec.epochs, eta_min=spec.lr_min),
     "constant": lambda opt, spec: ConstantLR(opt, factor=1.0, total_iters=0),
 }
+CUBLAS_WORKSPACE = ":4096:8"
+"""CUBLAS_WORKSPACE_CONFIG that makes cuBLAS deterministic (CUDA >= 10.2); read when the process
+first creates a cuBLAS handle, so a job's process sets it before its first matrix multiply."""
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}  # the autocast dtype
 AUGMENTS: dict[str, tuple[str, ...]] = {
     "none": (),
@@ -178,6 +183,26 @@ class TrainResult:
     def best_test_accuracy(self) -> float | None:
         return self.state.best_test_accuracy
 
+    @property
+    def final_val_accuracy(self) -> float | None:
+        """The last epoch's accuracy on the noisy validation split; None without one."""
+        return self.state.history[-1].get("val_acc") if self.state.history else None
+
+    @property
+    def best_val_epoch(self) -> int | None:
+        """The epoch of the highest noisy-validation accuracy, the earliest of equals (early
+        stopping keeps a model until a later one does strictly better); None without a split."""
+        scored = [(m["val_acc"], -m["epoch"]) for m in self.state.history if m.get("val_acc") is not None]
+        return -max(scored)[1] if scored else None
+
+    @property
+    def test_accuracy_at_best_val(self) -> float | None:
+        """The clean test accuracy of the epoch the noisy validation picks (best_val_epoch)."""
+        epoch = self.best_val_epoch
+        if epoch is None:
+            return None
+        return next(m["test_acc"] for m in self.state.history if m["epoch"] == epoch)
+
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -193,6 +218,14 @@ def train(
     """Train from a resolved spec (shared.spec.resolve_spec), resuming from `resume` if given
     (a TrainState.state_dict(), e.g. checkpoints.read_resume(bytes))."""
     device = torch.device(device or default_device())
+    with determinism(spec.deterministic and device.type == "cuda"):
+        return _train(spec, data, callbacks, device, resume)
+
+
+def _train(
+    spec: ResolvedSpec, data: PreparedData, callbacks: Sequence[Callback], device: torch.device,
+    resume: dict[str, Any] | None,
+) -> TrainResult:
     data = data.to(device)
     state = new_state(spec, data, device)
     if resume is not None:
@@ -213,6 +246,28 @@ def train(
         for callback in callbacks:
             callback.on_epoch_end(state, metrics)
     return TrainResult(state, stopped=False)
+
+
+@contextlib.contextmanager
+def determinism(enabled: bool) -> Iterator[None]:
+    """While enabled: cuDNN's deterministic kernels without autotuning, torch's deterministic
+    algorithms (an op that has none raises, naming itself, rather than vary silently) and cuBLAS's
+    fixed workspace; the previous settings come back after. For CUDA runs (spec.deterministic):
+    on a CPU the same spec gives the same weights without it."""
+    if not enabled:
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    saved = (cudnn.deterministic, cudnn.benchmark, torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled())
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    cudnn.deterministic, cudnn.benchmark = True, False
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        cudnn.deterministic, cudnn.benchmark = saved[0], saved[1]
+        torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
 
 
 def check_finite(state: TrainState, train_loss: float, epoch: int) -> None:

@@ -8,11 +8,12 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 
 from api.deps import BearerDep, CurrentUser, FleetDep, SessionDep, SettingsDep, StoreDep, StreamDep
 from api.schemas import ArtifactList, ArtifactOut, ErrorOut, JobList, JobOut, MetricsPage
-from api.sse import job_events
+from api.auth import hash_key
+from api.sse import event_response
 from shared import jobs
-from shared.models import FINISHED, JobStatus
+from shared.models import JobStatus
 from shared.spec import JobSpec
-from shared.store import artifact_key
+from shared.store import ObjectStore, artifact_key
 from shared.stream import CURSOR_FORM
 
 router = APIRouter(
@@ -44,11 +45,14 @@ def create_job(
 def list_jobs(
     user: CurrentUser, session: SessionDep, fleet: FleetDep,
     status: JobStatus | None = None,
+    dataset: Annotated[str | None, Query(max_length=64, description="jobs on this data set")] = None,
+    loss: Annotated[str | None, Query(max_length=64, description="jobs with this loss (nce+rce)")] = None,
     cursor: Annotated[str | None, Query(description="the `next` value of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JobList:
-    """Your jobs, newest first; pass `next` back as `cursor` for the following page."""
-    page, next_cursor = jobs.list_jobs(session, user.id, status=status, cursor=cursor, limit=limit)
+    """Your jobs, newest first; pass `next` back as `cursor` for the following page (with the same filters)."""
+    page, next_cursor = jobs.list_jobs(session, user.id, status=status, dataset=dataset, loss=loss, cursor=cursor,
+                                       limit=limit)
     return JobList(jobs=[JobOut.of(job, fleet) for job in page], next=next_cursor)
 
 
@@ -96,12 +100,9 @@ def stream_job_events(
     """The metric events as Server-Sent Events, live; resume with `Last-Event-ID`. Ends after `done`,
     or with an `event: refused` carrying the error once your key is revoked."""
     job = jobs.get_job(session, user.id, job_id)
-    if last_event_id:
-        jobs.check_stream_cursor(last_event_id, "Last-Event-ID")
-    body = job_events(job.id, job.status in FINISHED, last_event_id or after, credentials,
-                      stream=stream, store=store, settings=settings)
-    return StreamingResponse(body, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    assert credentials is not None  # CurrentUser checked them
+    return event_response(job, after, last_event_id, hash_key(credentials.credentials),
+                          stream=stream, store=store, settings=settings)
 
 
 @router.get("/{job_id}/artifacts", response_model=ArtifactList, responses={503: {"model": ErrorOut}})
@@ -120,7 +121,12 @@ def download_artifact(
     store: StoreDep, redirect: bool = False,
 ) -> Response:
     """The artifact's bytes, streamed; with `?redirect=true`, a 307 to a short-lived presigned URL."""
-    key = artifact_key(jobs.get_job(session, user.id, job_id).id, name)
+    return artifact_response(store, jobs.get_job(session, user.id, job_id).id, name, redirect=redirect)
+
+
+def artifact_response(store: ObjectStore, job_id: str, name: str, *, redirect: bool = False) -> Response:
+    """An artifact of a job the caller may read (the API's download, the dashboard's links)."""
+    key = artifact_key(job_id, name)
     info = store.stat(key)
     if redirect:
         return RedirectResponse(store.presigned_get(key), status_code=307)

@@ -66,8 +66,9 @@ def cancel_sweep(sweep_id: SweepId, user: CurrentUser, session: SessionDep, sett
             responses={200: {"content": {"image/png": {}}}})
 def get_sweep_plot(sweep_id: SweepId, user: CurrentUser, session: SessionDep) -> Response:
     """Mean test accuracy against the noise rate, one line per loss, error bars one std."""
-    rows = _view(session, user.id, sweep_id).table or []
-    return Response(plots.sweep_plot(rows), media_type="image/png")
+    view = _view(session, user.id, sweep_id)
+    title = plots.sweep_title(view.sweep.base, view.sweep.grid)
+    return Response(plots.sweep_plot(view.table or [], title=title), media_type="image/png")
 
 
 def _view(session: Session, user_id: int, sweep_id: str) -> SweepView:

@@ -130,6 +130,26 @@ def test_jobs_filter_by_status(client: TestClient, user_headers):
     assert bad["field"] == "status" and "succeeded" in bad["message"]
 
 
+def test_jobs_filter_by_data_set_and_loss_through_the_pages(client: TestClient, user_headers):
+    specs = [{**SPEC, "seed": 0}, {**SPEC, "dataset": "fashion-mnist"}, {**SPEC, "loss": "ce"}, {**SPEC, "seed": 1}]
+    ids = [client.post("/v1/jobs", json=spec, headers=user_headers).json()["id"] for spec in specs]
+
+    def listed(**params: str) -> list[str]:
+        seen, cursor = [], None
+        while True:
+            query = params | {"limit": "1"} | ({"cursor": cursor} if cursor else {})
+            page = client.get("/v1/jobs", params=query, headers=user_headers).json()
+            seen += [j["id"] for j in page["jobs"] if j["id"] in ids]
+            if (cursor := page["next"]) is None:
+                return seen
+
+    assert listed(dataset="fashion-mnist") == [ids[1]]
+    assert listed(loss="NCE + RCE", dataset="mnist") == [ids[3], ids[0]]  # any spelling of a loss
+    assert listed(loss="ce") == [ids[2]]
+    bad = client.get("/v1/jobs", params={"loss": "xyz"}, headers=user_headers).json()["error"]
+    assert bad["field"] == "loss" and "nce" in bad["message"]
+
+
 def test_a_bad_cursor_is_422(client: TestClient, user_headers):
     error = client.get("/v1/jobs", params={"cursor": "garbage!"}, headers=user_headers).json()["error"]
     assert error["code"] == "invalid_cursor" and error["field"] == "cursor"
@@ -208,6 +228,10 @@ def test_the_queue_being_down_creates_no_job(settings, make_user, client):
 def test_the_catalog_lists_what_can_be_asked_for(client: TestClient, user_headers):
     catalog = client.get("/v1/catalog", headers=user_headers).json()
     assert {"mnist", "cifar100"} <= set(catalog["datasets"]) and "nce" in catalog["losses"]
+    assert catalog["losses"]["nfl"]["params"]["detach_focal"] == 0.0
+    assert catalog["losses"]["nfl"]["param_rules"]["detach_focal"] == "detach_focal = 0 or 1"
+    assert catalog["sweep_presets"]["select"]["validation_split"] == [0.2]
+    assert catalog["sweep_preset_base"] == {"select": {"epochs": 10}}
 
 
 def test_malformed_strings_never_reach_sql(client: TestClient, user_headers, admin_headers):

@@ -84,6 +84,7 @@ def test_importing_and_serving_the_api_loads_no_torch(service_env):
         "with TestClient(app) as c:\n"
         "    assert c.get('/readyz').status_code == 200\n"
         "    assert c.get('/openapi.json').status_code == 200\n"
+        "    assert c.get('/ui/login').status_code == 200\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'worker')))\n"
     )
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)

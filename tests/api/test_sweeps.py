@@ -18,7 +18,7 @@ from shared.settings import Settings
 from shared.spec import SpecError
 from shared.stream import get_stream
 from shared.sweep_service import derive_status
-from shared.sweeps import spec_bytes
+from shared.sweeps import kendall_tau_b, spec_bytes
 
 BASE = {"dataset": "mnist", "noise": {"type": "symmetric", "rate": 0.2}, "epochs": 2}
 GRID = {"loss": ["ce", "nce+rce"], "noise.rate": [0.4], "seed": [0, 1, 2]}
@@ -30,12 +30,14 @@ def post_sweep(client: TestClient, headers: dict, **body) -> dict:
     return response.json()
 
 
-def finish(settings: Settings, job_id: str, status: JobStatus, accuracy: float | None = None) -> None:
+def finish(settings: Settings, job_id: str, status: JobStatus, accuracy: float | None = None,
+           val: float | None = None) -> None:
     """What a worker does: take the job, then end it (with a result when it succeeded)."""
     with Session(get_engine(settings.database_url)) as session:
         assert jobs.start_attempt(session, job_id, "test-worker", settings)
         if status != JobStatus.running:
-            result = None if accuracy is None else {"final_test_accuracy": accuracy, "best_test_accuracy": accuracy}
+            result = None if accuracy is None else {"final_test_accuracy": accuracy, "best_test_accuracy": accuracy,
+                                                    "final_val_accuracy": val}
             assert jobs.finish(session, job_id, "test-worker", status, settings, result=result)
 
 
@@ -133,9 +135,10 @@ def test_the_table_is_mean_and_sample_std_of_the_succeeded_runs(client: TestClie
     as_csv = client.get(f"/v1/sweeps/{sweep['id']}/table", params={"format": "csv"}, headers=user_headers)
     assert as_csv.headers["content-type"] == "text/csv; charset=utf-8"
     lines = list(csv.reader(io.StringIO(as_csv.text)))
-    assert lines[0] == ["loss", "noise.rate", "mean_accuracy_fraction", "std_accuracy_fraction", "n", "runs"]
-    assert lines[1][:2] == ["ce", "0.4"] and float(lines[1][2]) == pytest.approx(0.82) and lines[1][4:] == ["3", "3"]
-    assert lines[2][:2] == ["nce+rce", "0.4"] and float(lines[2][3]) == pytest.approx(0.028284271) and lines[2][4:] == ["2", "3"]
+    assert lines[0] == ["loss", "noise.rate", "mean_accuracy_fraction", "std_accuracy_fraction", "n", "runs",
+                        "val_mean_accuracy_fraction", "val_std_accuracy_fraction", "best_by_validation"]
+    assert lines[1][:2] == ["ce", "0.4"] and float(lines[1][2]) == pytest.approx(0.82) and lines[1][4:6] == ["3", "3"]
+    assert lines[2][:2] == ["nce+rce", "0.4"] and float(lines[2][3]) == pytest.approx(0.028284271) and lines[2][4:6] == ["2", "3"]
 
     as_md = client.get(f"/v1/sweeps/{sweep['id']}/table", params={"format": "markdown"}, headers=user_headers)
     assert as_md.headers["content-type"] == "text/markdown; charset=utf-8"
@@ -147,6 +150,41 @@ def test_the_table_is_mean_and_sample_std_of_the_succeeded_runs(client: TestClie
     ]
     bad = client.get(f"/v1/sweeps/{sweep['id']}/table", params={"format": "xlsx"}, headers=user_headers)
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "format"
+
+
+def test_a_select_sweep_recommends_the_loss_and_weights_of_the_best_noisy_validation(
+        client: TestClient, user_headers, settings):
+    base = {"dataset": "mnist", "noise": {"type": "symmetric", "rate": 0.4}, "train_size": 500}
+    response = client.post("/v1/sweeps", json={"base": base, "preset": "select", "seeds": [0]}, headers=user_headers)
+    assert response.status_code == 201, response.text
+    sweep = response.json()
+    assert sweep["total"] == 14 and sweep["base"] == {**base, "epochs": 10}, "the preset's short budget"
+    assert sweep["best"] is None and sweep["recommendation"] is None and sweep["validation_test_kendall_tau"] is None
+    # Noisy validation prefers nce+rce at α=1, β=10; the clean test set would pick sce at α=6, β=0.1.
+    for index, job_id in enumerate(sweep["jobs"]):
+        spec = client.get(f"/v1/jobs/{job_id}", headers=user_headers).json()["spec"]
+        assert spec["validation_split"] == 0.2 and spec["epochs"] == 10
+        setting = (spec["loss"], spec["alpha"], spec["beta"])
+        val = 0.7 if setting == ("nce+rce", 1.0, 10.0) else 0.5 + index / 100
+        test = 0.95 if setting == ("sce", 6.0, 0.1) else 0.6 + index / 100
+        finish(settings, job_id, JobStatus.succeeded, test, val)
+
+    got = client.get(f"/v1/sweeps/{sweep['id']}", headers=user_headers).json()
+    chosen = got["recommendation"]
+    assert (chosen["loss"], chosen["alpha"], chosen["beta"]) == ("nce+rce", 1.0, 10.0)
+    assert chosen["val_mean"] == pytest.approx(0.7) and chosen["n"] == 1
+    assert got["best"]["by"] == "validation" and got["best"]["cell"] == chosen["cell"]
+    ce = next(row for row in got["table"] if row["cell"]["loss"] == "ce")
+    assert ce["cell"] == {"loss": "ce", "alpha": None, "beta": None, "validation_split": 0.2} and ce["n"] == 1
+    assert ce["resolved"]["alpha"] == 1.0 and ce["val_mean"] == pytest.approx(0.5)
+    pairs = [(row["val_mean"], row["mean"]) for row in got["table"]]
+    assert got["validation_test_kendall_tau"] == pytest.approx(kendall_tau_b(*map(list, zip(*pairs))))
+    assert client.get(f"/v1/sweeps/{sweep['id']}/table", headers=user_headers).json() == got["table"]
+    markdown = client.get(f"/v1/sweeps/{sweep['id']}/table", params={"format": "markdown"}, headers=user_headers).text
+    assert "recommended: nce+rce, alpha 1, beta 10 (noisy validation 70.00%" in markdown
+    as_csv = client.get(f"/v1/sweeps/{sweep['id']}/table", params={"format": "csv"}, headers=user_headers).text
+    marked = [line for line in csv.DictReader(io.StringIO(as_csv)) if line["best_by_validation"] == "1"]
+    assert [(m["loss"], m["alpha"], m["beta"]) for m in marked] == [("nce+rce", "1.0", "10.0")]
 
 
 def test_the_plot_is_a_png(client: TestClient, user_headers, settings):

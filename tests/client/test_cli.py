@@ -13,7 +13,7 @@ import client.http
 from client.cli import build_parser, main
 from client.http import NoisyfitClient
 from client.spec_flags import parse_noise, spec_from_args
-from shared.catalog import PAPER_LOSSES
+from shared.catalog import PAPER_GRIDS, PAPER_LOSSES
 from tests.client.conftest import FakeApi, error, event_stream, job, sse
 
 
@@ -42,14 +42,17 @@ def test_spec_flags_override_the_file_and_set_reaches_nested_fields():
     args = parse(
         "submit", "spec.json", "--dataset", "cifar10", "--loss", "nce+rce", "--noise", "asymmetric:0.4",
         "--epochs", "5", "--seed", "2", "--set", "loss_params.q=0.1", "--set", "nesterov=true",
-        "--set", "augment=none", "--set", "noise.rate=0.3",
+        "--set", "augment=none", "--set", "noise.rate=0.3", "--deterministic",
     )
     spec = spec_from_args(args, {"dataset": "mnist", "alpha": 10.0, "loss_params": {"gamma": 0.5}})
     assert spec == {
         "dataset": "cifar10", "loss": "nce+rce", "alpha": 10.0, "epochs": 5, "seed": 2,
         "noise": {"type": "asymmetric", "rate": 0.3}, "loss_params": {"gamma": 0.5, "q": 0.1},
-        "nesterov": True, "augment": "none",
+        "nesterov": True, "augment": "none", "deterministic": True,
     }
+    off = spec_from_args(parse("submit", "--no-deterministic"), {"dataset": "mnist", "deterministic": True})
+    assert off == {"dataset": "mnist", "deterministic": False}
+    assert "deterministic" not in spec_from_args(parse("submit", "--dataset", "mnist"))
 
 
 def test_submit_sweep_submit_and_train_read_the_same_spec_flags(tmp_path: Path):
@@ -177,6 +180,15 @@ def test_watch_prints_each_epoch_and_ends_with_the_result(cli: FakeApi, capsys: 
     assert "final test accuracy 91.00%  best 92.00%" in lines[5]
 
 
+def test_status_of_a_job_with_a_validation_split_shows_what_it_chooses_by(cli: FakeApi, capsys):
+    result = {"final_test_accuracy": 0.8, "best_test_accuracy": 0.85, "final_val_accuracy": 0.6,
+              "best_val_epoch": 4, "test_accuracy_at_best_val": 0.84}
+    cli.route("GET", "/v1/jobs/j1", job(status="succeeded", result=result))
+    assert main(["status", "j1"]) == 0
+    assert "  noisy validation 60.00% (last epoch); its best epoch 4 has test accuracy 84.00%" in \
+        capsys.readouterr().out.splitlines()
+
+
 def test_watch_of_a_failed_job_exits_1(cli: FakeApi, capsys: pytest.CaptureFixture):
     cli.route("GET", "/v1/jobs/j1", job(status="failed", error={"code": "oom", "message": "out of memory"}))
     assert main(["watch", "j1"]) == 1
@@ -214,6 +226,16 @@ def test_sweep_submit_with_a_preset_sends_the_papers_grid(cli: FakeApi, capsys: 
     assert json.loads(cli.requests[1].content)["grid"]["loss"] == PAPER_LOSSES
 
 
+def test_sweep_submit_with_the_select_preset_sends_linked_candidates_on_a_short_budget(cli: FakeApi):
+    cli.route("POST", "/v1/sweeps", lambda r: httpx.Response(201, json={"id": "s1", "jobs": ["a"] * 14}))
+    assert main(["sweep", "submit", "--preset", "select", "--dataset", "fashion-mnist", "--seeds", "0"]) == 0
+    body = json.loads(cli.requests[0].content)
+    assert body["base"] == {"epochs": 10, "dataset": "fashion-mnist"}
+    assert body["grid"] == {**PAPER_GRIDS["select"], "seed": [0]}
+    assert main(["sweep", "submit", "--preset", "select", "--dataset", "mnist", "--epochs", "3"]) == 0
+    assert json.loads(cli.requests[1].content)["base"]["epochs"] == 3
+
+
 def test_sweep_submit_from_a_file(cli: FakeApi, tmp_path: Path):
     cli.route("POST", "/v1/sweeps", lambda r: httpx.Response(201, json={"id": "s1", "jobs": []}))
     sweep = {"base": {"dataset": "mnist", "loss": "nce+rce"}, "grid": {"alpha": [0.1, 1.0], "seed": [0]}}
@@ -243,6 +265,18 @@ def test_sweep_status_prints_counts_and_the_table(cli: FakeApi, capsys: pytest.C
         "| ce | 85.00 ± 1.00 |",
         "| nce+rce | **90.00 ± 2.00** |",
     ]
+
+
+def test_sweep_status_names_the_best_by_noisy_validation_and_the_recommendation(cli: FakeApi, capsys):
+    rows = [{"cell": {"alpha": a, "beta": 1.0}, "mean": m, "std": None, "n": 1, "val_mean": v, "val_std": None,
+             "resolved": {"loss": "nce+rce", "alpha": a, "beta": 1.0, "loss_params": {"A": -9.21}}}
+            for a, m, v in ((0.1, 0.9, 0.6), (1.0, 0.8, 0.7), (10.0, 0.7, 0.65))]
+    cli.route("GET", "/v1/sweeps/s1", {"id": "s1", "status": "succeeded", "jobs": ["a"] * 3, "table": rows})
+    assert main(["sweep", "status", "s1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "| 1.0 | 1.0 | 80.00 | 1 | 70.00 † |" in out
+    assert "recommended: nce+rce, alpha 1, beta 1 (noisy validation 70.00%, test 80.00%)" in out
+    assert "Kendall's τ between the validation and the test ranking: -0.33 over 3 cells" in out
 
 
 def test_sweep_table_asks_the_api_for_the_format(cli: FakeApi, capsys: pytest.CaptureFixture):

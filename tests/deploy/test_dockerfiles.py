@@ -16,6 +16,8 @@ from tests.conftest import free_port, stop, wait_for_port
 from tests.deploy.conftest import ROOT, dockerfile_instructions
 
 DOCS_ASSETS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "api" / "static").rglob("*") if p.is_file())
+UI_TEMPLATES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "api" / "ui" / "templates").rglob("*")
+                      if p.is_file())
 MIGRATION_FILES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "shared" / "migrations").rglob("*")
                          if p.is_file() and "__pycache__" not in p.parts)
 
@@ -164,13 +166,13 @@ def test_the_build_context_and_the_api_image_keep_the_docs_assets():
     patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
                 if line.strip() and not line.startswith("#")]
     assert dockerignored(".venv/bin/python", patterns) and dockerignored("api/__pycache__/main.pyc", patterns)
-    assert DOCS_ASSETS and not [path for path in DOCS_ASSETS if dockerignored(path, patterns)]
+    assert DOCS_ASSETS and not [path for path in DOCS_ASSETS + UI_TEMPLATES if dockerignored(path, patterns)]
     assert "api" in copied("Dockerfile.api")
 
 
 def test_the_wheel_ships_the_docs_assets_and_the_migrations(tmp_path):
-    """`pip install .` (as Dockerfile.api runs it, from what it copies) puts api/static and
-    shared/migrations (which the API runs on start) into the package."""
+    """`pip install .` (as Dockerfile.api runs it, from what it copies) puts api/static, the
+    dashboard's templates and shared/migrations (which the API runs on start) into the package."""
     source = tmp_path / "source"
     for name in copied("Dockerfile.api"):
         if (ROOT / name).is_dir():
@@ -184,5 +186,6 @@ def test_the_wheel_ships_the_docs_assets_and_the_migrations(tmp_path):
     [wheel] = (tmp_path / "wheel").glob("*.whl")
     assert "shared/migrations/script.py.mako" in MIGRATION_FILES
     assert any(path.startswith("shared/migrations/versions/0001_") for path in MIGRATION_FILES)
-    missing = set(DOCS_ASSETS + MIGRATION_FILES) - set(zipfile.ZipFile(wheel).namelist())
+    assert "api/ui/templates/base.html" in UI_TEMPLATES and "api/static/vendor/uplot/LICENSE" in DOCS_ASSETS
+    missing = set(DOCS_ASSETS + UI_TEMPLATES + MIGRATION_FILES) - set(zipfile.ZipFile(wheel).namelist())
     assert not missing, f"the wheel lacks {sorted(missing)}: see [tool.setuptools.package-data] in pyproject.toml"

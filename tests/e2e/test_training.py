@@ -29,6 +29,9 @@ def test_a_submitted_job_trains_to_succeeded(trained_job: FinishedJob):
     assert job["progress"]["metrics"]["epoch"] == TINY_JOB["epochs"]
     assert 0.0 <= job["result"]["final_test_accuracy"] <= job["result"]["best_test_accuracy"] <= 1.0
     assert job["result"]["epochs_completed"] == TINY_JOB["epochs"]
+    assert "validation_split" not in TINY_JOB, "no split: the validation figures are null, and present"
+    assert {k: job["result"][k] for k in ("final_val_accuracy", "best_val_epoch", "test_accuracy_at_best_val")} == \
+        {"final_val_accuracy": None, "best_val_epoch": None, "test_accuracy_at_best_val": None}
     assert job["created_at"] <= job["started_at"] <= job["finished_at"]
 
 

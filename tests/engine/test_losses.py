@@ -96,18 +96,19 @@ def per_sample(name: str, logits=LOGITS, labels=LABELS, **kwargs) -> np.ndarray:
 
 
 @pytest.fixture
-def brier(monkeypatch):
+def brier():
     """A base loss the module does not know, registered here: the Brier score Σ_k (p_k - q_k)^2."""
 
     def brier_score(log_p):
         p = log_p.exp()
         return (p**2).sum(dim=1, keepdim=True) - 2 * p + 1  # L[b, j] = Σ_k p_k^2 - 2 p_j + 1
 
-    for name in ("brier", "nbrier"):
-        monkeypatch.delitem(LOSSES, name, raising=False)
-        monkeypatch.delitem(IMPLEMENTATIONS, name, raising=False)
     register_loss("brier", brier_score, LossInfo("passive", False, "Σ_k (p_k - q_k)^2"))
     register_normalized("nbrier", LossInfo("passive", True, "Brier / Σ_j Brier_j", normalizes="brier"))
+    yield
+    for name in ("brier", "nbrier"):  # gone again, so that no later test sees them in the catalog
+        LOSSES.pop(name, None)
+        IMPLEMENTATIONS.pop(name, None)
 
 
 def test_every_registered_loss_has_an_independent_formula_here():
@@ -236,6 +237,9 @@ REFUSED = [
     ("nce+rce", {"gamma": 0.5}, ["'gamma'", "takes: A, rce.A"]),
     ("nce+rce", {"nce.A": -4.0}, ["'nce.A'", "takes: A, rce.A"]),
     ("fl", {"gamma": -1.0}, ["gamma >= 0"]),
+    ("nfl", {"detach_focal": 0.5}, ["detach_focal = 0 or 1", "detach_focal=0.5"]),
+    ("nfl+rce", {"detach_focal": 2.0}, ["detach_focal = 0 or 1"]),
+    ("nce+rce", {"detach_focal": 1.0}, ["'detach_focal'", "takes: A, rce.A"]),
     ("gce", {"q": 0.0}, ["q > 0"]),
     ("rce", {"A": 4.0}, ["A < 0"]),
     ("aul", {"a": 0.5}, ["a > 1"]),
@@ -304,3 +308,66 @@ def test_safe_under_bf16_autocast():
     loss.backward()
     assert logits.dtype == torch.bfloat16 and loss.dtype == torch.float32
     assert torch.isfinite(loss) and torch.isfinite(layer.weight.grad).all()
+
+
+FOCAL_LOSSES = ["fl", "nfl", "nfl+rce", "nfl+mae"]
+
+
+def focal_gradient(name: str, detach_focal: float) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = torch.tensor(LOGITS, requires_grad=True)
+    loss = make_loss(name, num_classes=K, reduction="sum", detach_focal=detach_focal)(logits, torch.tensor(LABELS))
+    loss.backward()
+    return loss.detach(), logits.grad
+
+
+@pytest.mark.parametrize("name", FOCAL_LOSSES)
+def test_detach_focal_changes_the_gradient_but_not_the_value(name):
+    kept_value, kept_grad = focal_gradient(name, 0.0)
+    detached_value, detached_grad = focal_gradient(name, 1.0)
+    assert torch.equal(kept_value, detached_value)
+    assert torch.equal(kept_grad, focal_gradient(name, 0)[1]), "the default keeps the factor in the graph"
+    assert not torch.allclose(kept_grad, detached_grad, rtol=1e-3)
+
+
+def test_a_detached_focal_factor_is_a_constant_to_the_gradient():
+    """FL with c = (1 - p_y)^γ held constant: d(-c log p_y)/dz = c (p - onehot(y))."""
+    _, grad = focal_gradient("fl", 1.0)
+    p = softmax(LOGITS)
+    onehot = np.eye(K)[LABELS]
+    c = (1 - p[np.arange(len(LABELS)), LABELS]) ** 0.5
+    np.testing.assert_allclose(grad.numpy(), c[:, None] * (p - onehot), rtol=1e-10)
+
+
+# Logits with the label's class ahead of the others by `gap`: p_y = 1/(1 + Σ e^(-gap - offset)),
+# from 1 - 5e-5 down to 1 - 4e-18 (float32's 1 - p_y = 1 - exp(log_softmax) is 0 from about gap 17 on).
+GAPS = [10.0, 14.0, 17.0, 20.0, 25.0, 30.0, 40.0]
+OFFSETS = np.array([0.0, 0.5, 1.0, 3.0])
+
+
+def near_one_logits(gap: float) -> tuple[np.ndarray, np.ndarray]:
+    return np.concatenate([[gap], -OFFSETS])[None, :].astype(np.float64), np.array([0])
+
+
+def reference_one_minus_p(gap: float) -> float:
+    """1 - p_y = Σ_{j≠y} p_j in float64: a sum of small positive terms, nothing cancels."""
+    others = np.exp(-gap - OFFSETS)
+    return float(others.sum() / (1 + others.sum()))
+
+
+@pytest.mark.parametrize("gap", GAPS)
+def test_one_minus_p_is_accurate_in_fp32_as_p_approaches_one(gap):
+    logits, labels = near_one_logits(gap)
+    ref = reference_one_minus_p(gap)
+    log_py = -math.log1p(ref / (1 - ref))  # log p_y = -log(1 + Σ_{j≠y} e^(z_j - z_y))
+    expected = {
+        "mae": ref,
+        "rce": -LN_1E4 * ref,
+        "gce": -math.expm1(0.7 * log_py) / 0.7,
+        "ce": -log_py,
+    }
+    for name, value in expected.items():
+        got = make_loss(name, num_classes=K, reduction="none")(torch.tensor(logits, dtype=torch.float32), torch.tensor(labels))
+        assert got.item() == pytest.approx(value, rel=1e-5), name
+    if ref > 1e-7:  # above the focal factor's floor EPS
+        fl = make_loss("fl", num_classes=K, reduction="none")(torch.tensor(logits, dtype=torch.float32), torch.tensor(labels))
+        assert fl.item() == pytest.approx(-(ref**0.5) * log_py, rel=1e-5)

@@ -80,6 +80,11 @@ def test_result_json_has_the_design_fields(finished):
     assert result["device"]["type"] == "cpu"
     assert {"data_seconds", "train_seconds", "total_seconds"} <= set(result["timings"])
     assert all("val_acc" in m for m in result["history"])
+    history = {m["epoch"]: m for m in result["history"]}
+    assert result["final_val_accuracy"] == history[2]["val_acc"]
+    best = result["best_val_epoch"]
+    assert history[best]["val_acc"] == max(m["val_acc"] for m in history.values())
+    assert result["test_accuracy_at_best_val"] == history[best]["test_acc"]
 
 
 def test_metrics_jsonl_has_one_epoch_event_per_epoch(finished):

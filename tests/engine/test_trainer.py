@@ -1,6 +1,7 @@
 """The trainer on real Fashion-MNIST, a few hundred to a few thousand samples, on the CPU."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -16,8 +17,11 @@ from worker.trainer import (
     PAD,
     Callback,
     PreparedData,
+    TrainResult,
+    TrainState,
     augment,
     batch_bounds,
+    determinism,
     epoch_draws,
     standardize,
     per_sample_losses,
@@ -87,6 +91,50 @@ def test_the_same_spec_repeats_bit_for_bit(fashion):
     spec = spec_for(loss="nce+rce", epochs=2, augment="crop-flip-rotate", l1=1e-5)
     data = prepared(fashion, 384, 256, noise=0.4)
     first, second = train(spec, data, device="cpu"), train(spec, data, device="cpu")
+    assert_same_weights(weights(first), weights(second))
+    assert without_timing(first.history) == without_timing(second.history)
+
+
+class SeesDeterminism(Callback):
+    """Records whether torch's deterministic algorithms were on during training."""
+
+    def __init__(self) -> None:
+        self.seen: set[bool] = set()
+
+    def on_epoch_end(self, state, metrics):
+        self.seen.add(torch.are_deterministic_algorithms_enabled())
+
+
+def test_determinism_sets_the_cuda_settings_and_restores_them_after(monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    cudnn = torch.backends.cudnn
+    before = (cudnn.deterministic, cudnn.benchmark, torch.are_deterministic_algorithms_enabled())
+    with determinism(True):
+        assert cudnn.deterministic and not cudnn.benchmark and torch.are_deterministic_algorithms_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert (cudnn.deterministic, cudnn.benchmark, torch.are_deterministic_algorithms_enabled()) == before
+    with determinism(False):
+        assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_deterministic_changes_nothing_on_a_cpu(fashion):
+    data = prepared(fashion, 256, 256, noise=0.4)
+    seen = SeesDeterminism()
+    plain = train(spec_for(epochs=1, augment="crop-flip"), data, device="cpu")
+    strict = train(spec_for(epochs=1, augment="crop-flip", deterministic=True), data, [seen], device="cpu")
+    assert_same_weights(weights(plain), weights(strict))
+    assert seen.seen == {False}, "a CPU run is reproducible without torch's deterministic mode"
+
+
+@pytest.mark.parametrize("model", ["cnn4", "resnet34"])
+def test_a_deterministic_cuda_run_repeats_bit_for_bit(fashion, model):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device here: deterministic CUDA training did not run")
+    spec = spec_for(model=model, epochs=2, batch_size=64, augment="crop-flip-rotate", deterministic=True)
+    data = prepared(fashion, 512, 256, noise=0.4)
+    seen = SeesDeterminism()
+    first, second = train(spec, data, [seen], device="cuda"), train(spec, data, device="cuda")
+    assert seen.seen == {True}
     assert_same_weights(weights(first), weights(second))
     assert without_timing(first.history) == without_timing(second.history)
 
@@ -305,3 +353,26 @@ def test_weights_that_become_infinite_fail_as_diverged(fashion):
 
     with pytest.raises(Diverged, match="the weights became NaN or infinite"):
         train(spec_for(epochs=1, train_size=100), prepared(fashion, 100, n_test=100), [Poison()], device="cpu")
+
+
+# Choosing by the noisy validation split
+
+
+def result_with(history: list[dict]) -> TrainResult:
+    return TrainResult(TrainState(spec_for(), None, None, None, epoch=len(history), history=history), stopped=False)
+
+
+def test_validation_picks_the_epoch_of_highest_val_acc_the_earliest_of_equals():
+    history = [{"epoch": e, "val_acc": v, "test_acc": t}
+               for e, v, t in [(1, 0.5, 0.61), (2, 0.7, 0.72), (3, 0.6, 0.80), (4, 0.7, 0.75), (5, 0.65, 0.9)]]
+    result = result_with(history)
+    assert result.final_val_accuracy == 0.65
+    assert result.best_val_epoch == 2, "epoch 4 ties epoch 2: the earlier stays"
+    assert result.test_accuracy_at_best_val == 0.72
+    assert result.best_test_accuracy is None and result.final_test_accuracy == 0.9
+
+
+def test_without_a_validation_split_the_validation_figures_are_none():
+    result = result_with([{"epoch": 1, "test_acc": 0.5}, {"epoch": 2, "test_acc": 0.6}])
+    assert (result.final_val_accuracy, result.best_val_epoch, result.test_accuracy_at_best_val) == (None, None, None)
+    assert result_with([]).best_val_epoch is None

@@ -7,14 +7,18 @@ import sys
 from pathlib import Path
 
 from tests.conftest import ROOT
-from worker.datasets import keep, kept, load_dataset
+from worker.datasets import _kept, keep, load_dataset
 
 
-def test_a_kept_data_set_is_found_for_its_data_dir_only(tmp_path: Path) -> None:
+def test_a_kept_data_set_is_not_read_again_for_its_data_dir(tmp_path: Path) -> None:
     data = load_dataset("fashion-mnist", tmp_path)  # the system copy (Debian's dataset-fashion-mnist)
+    assert load_dataset("fashion-mnist", tmp_path) is not data
     keep(data, tmp_path)
-    assert kept("fashion-mnist", tmp_path) is data
-    assert kept("fashion-mnist", tmp_path / "elsewhere") is None and kept("mnist", tmp_path) is None
+    try:
+        assert load_dataset("fashion-mnist", tmp_path) is data
+        assert load_dataset("fashion-mnist", tmp_path / "elsewhere") is not data
+    finally:
+        _kept.clear()
 
 
 def test_importing_the_warm_up_keeps_the_data_sets_on_disk_and_starts_no_torch_work(tmp_path: Path) -> None:

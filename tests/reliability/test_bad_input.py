@@ -34,6 +34,7 @@ EXTRA_BAD: dict[str, list[Any]] = {
     "model": ["resnet9000", ""],
     "train_size": [0, 5, 10**9],
     "nesterov": ["maybe", 2],
+    "deterministic": ["yes", 1, None],
     "schedule": ["zigzag"],
     "augment": ["rotate"],
     "precision": ["fp8"],

@@ -1,5 +1,6 @@
-"""Deleting a data set while jobs are submitted on it, as real concurrent requests to a real
-uvicorn, on PostgreSQL and on SQLite: one side wins cleanly, every time.
+"""Deleting a data set while jobs are submitted on it (or versions made of it), as real
+concurrent requests to a real uvicorn, on PostgreSQL and on SQLite: one side wins cleanly,
+every time.
 
 Either the delete wins (204) and every submission is a 422 naming `dataset`, or some job
 wins (201) and the delete is a 409 naming it while the data set stays; never a deleted data
@@ -80,6 +81,47 @@ def test_delete_racing_submissions_lets_one_side_win(race_stack: Stack) -> None:
         for job_id in created:
             assert owner.get(f"/v1/jobs/{job_id}").json()["spec"]["dataset"] == dataset
             owner.post(f"/v1/jobs/{job_id}/cancel")
+    assert sum(wins.values()) == ROUNDS, wins
+
+
+def test_delete_racing_new_versions_lets_one_side_win(race_stack: Stack) -> None:
+    """Versions of a data set being made while it is deleted: either the delete wins and every
+    version is a 404 that left nothing, or versions win and the delete is a 409 naming one."""
+    owner = race_stack.client("versioner")
+    headers = dict(owner.headers)
+    wins: Counter[str] = Counter()
+    for _ in range(ROUNDS):
+        uploaded = owner.post("/v1/datasets", data={"name": "raced"}, files={"file": ("d.npz", tiny_npz())})
+        dataset = uploaded.json()["id"]
+        answers: dict[str, httpx.Response] = {}
+        barrier = threading.Barrier(1 + SUBMITTERS)
+
+        def send(key: str, method: str, path: str, body: dict | None = None) -> None:
+            with httpx.Client(base_url=race_stack.url, headers=headers, timeout=60) as http:
+                barrier.wait()
+                answers[key] = http.request(method, path, json=body)
+
+        threads = [threading.Thread(target=send, args=("delete", "DELETE", f"/v1/datasets/{dataset}"))]
+        threads += [threading.Thread(target=send, args=(f"v{i}", "POST", f"/v1/datasets/{dataset}/versions",
+                                                        {"changes": [[i, 1]]})) for i in range(SUBMITTERS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(90)
+        delete = answers.pop("delete")
+        made = [r.json()["id"] for r in answers.values() if r.status_code == 201]
+        assert all(r.status_code == 404 for r in answers.values() if r.status_code != 201), \
+            [r.text for r in answers.values()]
+        listed = [d["id"] for d in owner.get("/v1/datasets").json()["datasets"]]
+        if delete.status_code == 204:
+            assert made == [] and listed == [], (made, listed)
+            wins["delete"] += 1
+        else:
+            assert delete.status_code == 409 and any(v in delete.json()["error"]["message"] for v in made), delete.text
+            assert sorted(listed) == sorted([dataset, *made])
+            wins["versions"] += 1
+        for dataset_id in [*made, dataset]:
+            owner.delete(f"/v1/datasets/{dataset_id}")
     assert sum(wins.values()) == ROUNDS, wins
 
 

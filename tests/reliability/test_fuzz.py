@@ -31,7 +31,7 @@ def fuzz_schema(api: TestClient) -> Any:
 def fuzz_user(api: TestClient, user: Any, admin_headers: dict[str, str]) -> dict[str, Any]:
     """A fresh user per operation (fuzzing DELETE /v1/api-keys/{id} revokes keys at random),
     owning a finished job with an artifact and a finished sweep, so that fuzzed requests can
-    also name things that exist."""
+    also name things that exist (and a built-in data set, which everyone may make versions of)."""
     owner: User = user("fuzzer")
     job = api.post("/v1/jobs", json=TINY_SPEC, headers=owner.headers).json()["id"]
     api.post(f"/v1/jobs/{job}/cancel", headers=owner.headers)
@@ -40,7 +40,8 @@ def fuzz_user(api: TestClient, user: Any, admin_headers: dict[str, str]) -> dict
     sweep_id = sweep.json()["id"] if sweep.status_code == 201 else None
     if sweep_id:
         api.post(f"/v1/sweeps/{sweep_id}/cancel", headers=owner.headers)
-    return {"user": owner.headers, "admin": admin_headers, "ids": {"job_id": job, "sweep_id": sweep_id}}
+    ids = {"job_id": job, "sweep_id": sweep_id, "dataset_id": "fashion-mnist"}  # a built-in data set: versions of it
+    return {"user": owner.headers, "admin": admin_headers, "ids": ids}
 
 
 def _grounded(case: Any, ground_body: bool, ground_ids: bool, ids: dict[str, Any]) -> Any:

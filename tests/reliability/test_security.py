@@ -2,7 +2,8 @@
 admin routes behind the admin token, every route closed to the wrong user, a per-user limit.
 
 `test_every_route_refuses_the_wrong_user` walks `app.routes`, so a route added later is
-checked without anyone editing this file (or fails, naming what the walk must learn).
+checked without anyone editing this file (or fails, naming what the walk must learn). The
+dashboard's routes (/ui) are walked too, with a signed-in session instead of a key.
 """
 
 import hashlib
@@ -20,12 +21,16 @@ from sqlalchemy import text
 
 from api import auth
 from api.deps import get_current_user, require_admin
+from api.ui.session import signed_in
 from shared.settings import Settings
 from shared.store import artifact_key, get_store
+from tests.conftest import csrf_token, ui_sign_in
 from tests.reliability.conftest import TINY_SPEC, User, db_session, stored_key
 
-PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc",
+                "/ui/", "/ui/login", "/ui/{path:path}"}
 ARTIFACT = "result.json"
+BODIES = {"/v1/datasets/{dataset_id}/versions": {"drop": [0]}}  # a body the owner's request would pass with
 
 
 def _dependency_calls(dependant: Any) -> set[Any]:
@@ -56,13 +61,20 @@ def kind(route: Any) -> str:
         return "admin"
     if get_current_user in calls:
         return "user"
+    if signed_in in calls:
+        return "session"
     return "public"
+
+
+def session_of(app: FastAPI, someone: User) -> TestClient:
+    """A client signed into the dashboard as `someone` (its cookie jar holds the session)."""
+    return ui_sign_in(TestClient(app), someone.key)
 
 
 @pytest.fixture(scope="module")
 def victim(api: TestClient, user: Callable[..., User], isolated_settings: Settings) -> dict[str, Any]:
     """A user owning one of everything: a finished job with an artifact, a queued job,
-    and a sweep and a data set where those routes exist."""
+    and a sweep and a data set (a version of an upload) where those routes exist."""
     owner = user("victim")
     finished = api.post("/v1/jobs", json=TINY_SPEC, headers=owner.headers).json()["id"]
     assert api.post(f"/v1/jobs/{finished}/cancel", headers=owner.headers).json()["status"] == "cancelled"
@@ -80,6 +92,10 @@ def victim(api: TestClient, user: Callable[..., User], isolated_settings: Settin
             api.post(f"/v1/jobs/{job_id}/cancel", headers=owner.headers)
     if "/v1/datasets" in paths:
         ids["dataset_id"] = _upload_dataset(api, owner)
+    if ids.get("dataset_id") and "/v1/datasets/{dataset_id}/versions" in paths:  # a version of it, then
+        response = api.post(f"/v1/datasets/{ids['dataset_id']}/versions", json={"drop": [1]}, headers=owner.headers)
+        assert response.status_code == 201, response.text
+        ids["dataset_id"] = response.json()["id"]
     return ids
 
 
@@ -121,9 +137,28 @@ def test_every_route_refuses_the_wrong_user(
     """As another user, every route with an id answers 404 (admin routes 401/403), every list
     leaves the victim's things out; the victim's own reads still work afterwards."""
     attacker = user("mallory")
+    attacker_ui = session_of(isolated_app, attacker)
+    form = {"csrf_token": csrf_token(attacker_ui.get("/ui/jobs").text)}
     checked = []
     for method, path, route in api_routes(isolated_app):
         if kind(route) == "public":
+            continue
+        if kind(route) == "session":
+            if path == "/ui/logout":
+                continue  # it ends the attacker's own session
+            assert TestClient(isolated_app).request(method, _path(path, victim, "job_id"),
+                                                    follow_redirects=False).status_code == 401, (method, path)
+            if "{" not in path:
+                response = attacker_ui.get(path)
+                assert response.status_code == 200, (path, response.text)
+                leaked = [v for k, v in victim.items() if k.endswith("_id") and k != "key_id" and v
+                          and str(v) in response.text]
+                assert not leaked, f"GET {path} shows another user's {leaked}"
+            for job_key in ("job_id", "queued_job_id") if "{" in path else ():
+                response = attacker_ui.request(method, _path(path, victim, job_key), data=form)
+                assert response.status_code == 404, (method, path, response.status_code, response.text)
+                assert response.json()["error"]["code"] == "not_found", response.text
+            checked.append((method, path))
             continue
         if kind(route) == "admin":
             url = _path(path, victim, "job_id")
@@ -144,7 +179,7 @@ def test_every_route_refuses_the_wrong_user(
             continue
         for job_key in ("job_id", "queued_job_id"):
             url = _path(path, victim, job_key)
-            response = api.request(method, url, headers=attacker.headers)
+            response = api.request(method, url, headers=attacker.headers, json=BODIES.get(path))
             assert response.status_code == 404, (method, url, response.status_code, response.text)
             assert response.json()["error"]["code"] == "not_found", response.text
             assert victim["job_id"] not in response.text or "job" in response.json()["error"]["message"]
@@ -152,14 +187,19 @@ def test_every_route_refuses_the_wrong_user(
     # the walk did reach the job routes, and the victim's things are untouched and readable
     assert ("GET", "/v1/jobs/{job_id}/artifacts/{name}") in checked
     assert ("POST", "/v1/jobs/{job_id}/cancel") in checked
+    assert ("POST", "/ui/jobs/{job_id}/cancel") in checked and ("GET", "/ui/jobs/{job_id}/events") in checked
     owner = victim["user"]
     assert api.get(f"/v1/jobs/{victim['queued_job_id']}", headers=owner.headers).json()["status"] == "queued"
     download = api.get(f"/v1/jobs/{victim['job_id']}/artifacts/{ARTIFACT}", headers=owner.headers)
     assert download.status_code == 200 and json.loads(download.content) == {"final_test_accuracy": 0.5}
+    owner_ui = session_of(isolated_app, owner)
     for method, path, route in api_routes(isolated_app):
         if method == "GET" and kind(route) == "user" and "{" in path:
             response = api.get(_path(path, victim, "job_id"), headers=owner.headers, follow_redirects=False)
             assert response.status_code in (200, 307), (path, response.status_code, response.text)
+        if method == "GET" and kind(route) == "session" and "{" in path:
+            response = owner_ui.get(_path(path, victim, "job_id"))
+            assert response.status_code == 200, (path, response.status_code, response.text)
 
 
 def test_a_job_cannot_train_on_another_users_dataset(
@@ -184,8 +224,9 @@ def test_keys_are_stored_only_as_their_hash(api: TestClient, user: Callable[...,
 def test_secrets_are_compared_in_constant_time() -> None:
     """The key is looked up by its sha256 (no early exit on the secret), and both the key hash
     and the admin token are compared with hmac.compare_digest."""
-    assert "compare_digest" in inspect.getsource(auth.user_for_key)
-    assert "hash_key(" in inspect.getsource(auth.user_for_key)
+    assert "compare_digest" in inspect.getsource(auth.find_live_key)  # user_for_key and the dashboard's sign-in
+    assert "hash_key(" in inspect.getsource(auth.find_live_key)
+    assert "find_live_key(" in inspect.getsource(auth.user_for_key)
     assert "compare_digest" in inspect.getsource(auth.is_admin_token)
     assert not auth.is_admin_token("", "")  # an unset admin token opens nothing
 

@@ -5,7 +5,9 @@ import io
 import matplotlib.image
 import pytest
 
-from shared.plots import JOB_SIZE, SWEEP_SIZE, DPI, job_plot, sweep_plot
+from shared.plots import (
+    DPI, JOB_SIZE, SWEEP_SIZE, job_figure, job_plot, job_title, sweep_figure, sweep_plot, sweep_title,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -87,3 +89,46 @@ def test_sweep_plot_is_a_png_at_the_set_size():
 def test_sweep_plot_handles_empty_partial_and_other_grids(rows):
     image = decode(sweep_plot(rows))
     assert image.shape[:2] == (SWEEP_SIZE[1] * DPI, SWEEP_SIZE[0] * DPI)
+
+
+def test_sweep_plot_draws_the_noisy_validation_and_marks_its_best_cell():
+    plain = sweep_rows()
+    validated = [{**row, "val_mean": row["mean"] - 0.1 + 0.01 * i, "val_std": 0.01} for i, row in enumerate(plain)]
+    image = decode(sweep_plot(validated))
+    assert image.shape[:2] == (SWEEP_SIZE[1] * DPI, SWEEP_SIZE[0] * DPI)
+    assert sweep_plot(validated) != sweep_plot(plain)
+    only_val = [{**row, "val_mean": 0.5} for row in plain[:2]]  # equal val means: the first is the best
+    assert decode(sweep_plot(only_val)).shape[:2] == (SWEEP_SIZE[1] * DPI, SWEEP_SIZE[0] * DPI)
+
+
+def whole_ticks(axis) -> bool:
+    lo, hi = axis.get_view_interval()
+    ticks = [t for t in axis.get_major_locator()() if lo <= t <= hi]
+    return bool(ticks) and all(float(t).is_integer() for t in ticks)
+
+
+@pytest.mark.parametrize("epochs", [1, 3, 7, 200])
+def test_job_plot_has_whole_number_epoch_ticks_and_a_title(epochs):
+    spec = {"dataset": "fashion-mnist", "loss": "nce+rce", "alpha": 1.0, "beta": 10.0,
+            "noise": {"type": "symmetric", "rate": 0.4}}
+    title = job_title(spec)
+    assert title == "nce+rce (α=1, β=10) · symmetric noise 40% · fashion-mnist"
+    figure = job_figure(history(epochs), title)
+    assert figure.get_suptitle() == title
+    assert all(whole_ticks(ax.xaxis) for ax in figure.axes)
+
+
+def test_titles_name_the_loss_and_the_noise():
+    assert job_title({"dataset": "mnist", "loss": "ce", "alpha": 1.0, "beta": 0.0,
+                      "noise": {"type": "none", "rate": 0.0}}) == "ce (α=1) · no noise · mnist"
+    base = {"dataset": "cifar10", "loss": "nce+rce", "noise": {"type": "symmetric", "rate": 0.4}}
+    assert sweep_title(base, {"noise.rate": [0.2, 0.8], "loss": ["ce", "nce+rce"]}) == (
+        "ce, nce+rce · symmetric noise, rate 0.2–0.8 · cifar10")
+    assert sweep_title(base, {"alpha": [0.1, 1.0]}) == "nce+rce · symmetric noise 40% · cifar10"
+    figure = sweep_figure(sweep_rows(), title="a title")
+    assert figure.axes[0].get_title() == "a title"
+
+
+def test_a_sweep_over_epochs_has_whole_number_ticks():
+    rows = [{"cell": {"epochs": e}, "mean": 0.5 + e / 100, "std": 0.01, "n": 2} for e in (1, 2, 3)]
+    assert whole_ticks(sweep_figure(rows).axes[0].xaxis)

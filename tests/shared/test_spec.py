@@ -6,7 +6,7 @@ from pydantic import ValidationError
 from shared.catalog import A_REFERENCE
 from shared.errors import SpecError
 from shared.rules import parse_loss
-from shared.spec import DataInfo, JobSpec, resolve_spec
+from shared.spec import DataInfo, JobSpec, flat_spec, paper_preset, resolve_spec
 
 
 def resolve(**fields):
@@ -32,6 +32,20 @@ def test_asymmetric_noise_takes_the_asymmetric_preset():
     sym = resolve(dataset="cifar10", loss="nfl", noise={"type": "symmetric", "rate": 0.4})
     asym = resolve(dataset="cifar10", loss="nfl", noise={"type": "asymmetric", "rate": 0.4})
     assert (sym.alpha, asym.alpha) == (10.0, 1.0)
+
+
+def test_deterministic_is_off_unless_asked_and_the_resolved_spec_keeps_it():
+    assert resolve(dataset="mnist").deterministic is False
+    spec = resolve(dataset="mnist", deterministic=True)
+    assert spec.deterministic is True and spec.to_json()["deterministic"] is True
+
+
+def test_detach_focal_is_a_focal_loss_parameter_off_by_default():
+    assert resolve(dataset="cifar10", loss="nfl+rce").loss_params == {"gamma": 0.5, "detach_focal": 0.0, "A": A_REFERENCE}
+    assert resolve(dataset="cifar10", loss="nfl", loss_params={"detach_focal": 1.0}).loss_params["detach_focal"] == 1.0
+    with pytest.raises(SpecError, match="nfl needs detach_focal = 0 or 1") as refused:
+        resolve(dataset="cifar10", loss="nfl+mae", loss_params={"detach_focal": 0.5})
+    assert refused.value.field == "loss_params.detach_focal"
 
 
 def test_anl_preset_turns_weight_decay_into_an_l1_penalty():
@@ -113,6 +127,8 @@ def test_a_transition_matrix_must_keep_the_true_class_most_likely():
         {"dataset": "mnist", "epochs": "1"},
         {"dataset": "mnist", "lr": "0.1"},
         {"dataset": "mnist", "batch_size": 1},
+        {"dataset": "mnist", "deterministic": "true"},
+        {"dataset": "mnist", "deterministic": 1},
     ],
 )
 def test_out_of_range_or_unknown_fields_are_validation_errors(fields):
@@ -124,3 +140,14 @@ def test_asymmetric_noise_is_refused_for_an_uploaded_data_set():
     info = DataInfo(10, 1, 28, 1000, "mnist", builtin=False)
     with pytest.raises(SpecError, match="use pairflip, or transition"):
         resolve_spec(JobSpec(dataset="ds_x", noise={"type": "asymmetric", "rate": 0.2}), info)
+
+
+def test_the_paper_preset_keeps_the_runs_data_set_loss_and_noise_and_nothing_else():
+    run = resolve_spec(JobSpec.parse({"dataset": "mnist", "loss": "ngce", "noise": {"type": "asymmetric", "rate": 0.3},
+                                      "alpha": 2.0, "epochs": 3, "train_size": 1000, "seed": 4}))
+    preset = paper_preset(run)
+    assert (preset.dataset, preset.loss, preset.noise) == (run.dataset, run.loss, run.noise)
+    assert preset.alpha == 1.0  # the paper's asymmetric-noise α for NGCE on MNIST, not the symmetric 10
+    ours, theirs = flat_spec(run.to_json()), flat_spec(preset.to_json())
+    assert {name for name in ours if ours[name] != theirs[name]} == {"alpha", "epochs", "train_size", "seed"}
+    assert "noise.rate" in ours and "loss_params.q" in ours
