@@ -3,7 +3,8 @@
     read the job ──> run_job(callbacks) ──> finish ──> exit (code: worker.dispatch)
 
 The worker's long-lived process holds the job's lease while this process trains. Callbacks
-stream `step` and `epoch` events, record progress, and stop training at the next step when
+stream `step` and `epoch` events (and `fold` events of cross-fitting models), record progress,
+and stop training at the next step when
 the job is cancelled, its lease went to another worker, or it ran past its time limit
 (shared.scheduling: failed with code time_limit). A job whose worker died is requeued
 by the API's reaper once the lease lapses, then resumes from its resume.pt here. The `status`
@@ -55,7 +56,7 @@ STEP_EVERY = 5  # optimizer steps between looks at the step-event clock (each co
 # Result fields copied into the job record; the whole result is result.json.
 SUMMARY = ("final_test_accuracy", "best_test_accuracy", "final_val_accuracy", "best_val_epoch",
            "test_accuracy_at_best_val", "epochs_completed", "resumed_from_epoch", "noise_rate_realised",
-           "num_corrupted", "mislabel_detection")
+           "num_corrupted", "mislabel_detection", "label_quality")
 
 
 def run_taken_job(job_id: str, worker_id: str, cores: Sequence[int] = (),
@@ -213,6 +214,10 @@ class JobControl(Callback):
             return
         if not held:
             self.lost = True
+
+    def on_fold_epoch_end(self, fold: int, folds: int, state: TrainState, metrics: dict[str, Any]) -> None:
+        """A cross-fitting model's epoch: a `fold` event only (the job's progress is its own epochs)."""
+        self.publish({"type": "fold", **metrics, "fold": fold, "folds": folds, "epochs": state.spec.epochs})
 
     def should_stop(self) -> bool:
         self.timed_out = self.timed_out or utcnow() >= self.deadline
