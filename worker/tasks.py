@@ -12,7 +12,9 @@ and `done` events come from shared.jobs with each state change.
 """
 
 import logging
+import os
 import time
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -57,8 +59,12 @@ SUMMARY = ("final_test_accuracy", "best_test_accuracy", "final_val_accuracy", "b
            "num_corrupted", "mislabel_detection", "label_quality")
 
 
-def run_taken_job(job_id: str, worker_id: str) -> int:
-    """Train the job `worker_id` took and record how it ended; the process's exit code."""
+def run_taken_job(job_id: str, worker_id: str, cores: Sequence[int] = (),
+                  report_peak: Callable[[int], None] | None = None) -> int:
+    """Train the job `worker_id` took and record how it ended; the process's exit code. On `cores`
+    when given (its slot of a packing CPU worker); its device memory's peak after the first epoch
+    goes to `report_peak` (a GPU worker admits jobs of the same shape by it)."""
+    pin(cores)
     settings = get_settings()
     engine = get_engine(settings.database_url)
     attempt = 0
@@ -69,7 +75,7 @@ def run_taken_job(job_id: str, worker_id: str) -> int:
             deadline, _ = scheduling.deadline(job, settings)
         control = JobControl(job_id, worker_id, settings, engine, get_stream(settings), deadline)
         try:
-            status, fields = _train(job_id, spec, settings, control)
+            status, fields = _train(job_id, spec, settings, control, _peak_reporter(report_peak))
         except SERVICE_ERRORS as exc:
             if attempt < settings.max_attempts:
                 raise
@@ -86,13 +92,13 @@ def run_taken_job(job_id: str, worker_id: str) -> int:
     return 0
 
 
-def _train(job_id: str, spec: ResolvedSpec, settings: Settings,
-           control: "JobControl") -> tuple[JobStatus | None, dict[str, Any]]:
+def _train(job_id: str, spec: ResolvedSpec, settings: Settings, control: "JobControl",
+           others: Sequence[Callback] = ()) -> tuple[JobStatus | None, dict[str, Any]]:
     """Run the job; (final status, finish fields), or (None, {}) when the lease was lost."""
     sink = ObjectStoreSink(get_store(settings), job_id)
     try:
         fetch_upload(spec.dataset, settings)
-        result = run_job(spec, sink, settings.data_dir, settings.allow_download, [control])
+        result = run_job(spec, sink, settings.data_dir, settings.allow_download, [control, *others])
     except SERVICE_ERRORS:
         raise
     except Exception as exc:
@@ -106,6 +112,41 @@ def _train(job_id: str, spec: ResolvedSpec, settings: Settings,
             return JobStatus.failed, {"error": scheduling.time_limit_error(limit, settings)}
         return JobStatus.cancelled, {}
     return JobStatus.succeeded, {"result": {k: result[k] for k in SUMMARY if k in result}}
+
+
+def pin(cores: Sequence[int]) -> None:
+    """Run on these cores only, with as many torch threads (where the OS can pin: Linux)."""
+    if not cores:
+        return
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cores)
+    torch.set_num_threads(len(cores))
+
+
+def free_device_memory() -> int | None:
+    """The CUDA device's free bytes now (every process's use counted), or None without one."""
+    return torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else None
+
+
+class PeakMemory(Callback):
+    """After the first epoch of this process, the peak of device memory its allocator held
+    (max_memory_reserved: what other processes cannot have, at least max_memory_allocated)."""
+
+    def __init__(self, report: Callable[[int], None]):
+        self.report, self.sent = report, False
+
+    def on_epoch_end(self, state: TrainState, metrics: dict[str, Any]) -> None:
+        if self.sent:
+            return
+        self.sent = True
+        try:
+            self.report(torch.cuda.max_memory_reserved())
+        except OSError:  # the worker is gone; this process dies with it
+            log.warning("could not report the device memory's peak to the worker")
+
+
+def _peak_reporter(report: Callable[[int], None] | None) -> list[Callback]:
+    return [PeakMemory(report)] if report is not None and torch.cuda.is_available() else []
 
 
 def fetch_upload(dataset: str, settings: Settings) -> None:
