@@ -342,6 +342,8 @@ class Progress:
             self.epoch(event)
         elif kind == "step":
             self.step(event)
+        elif kind == "fold":
+            self.fold(event)
         elif kind == "status":
             self._show(f"status: {event.get('status')}")
 
@@ -353,6 +355,12 @@ class Progress:
             figures.append(f"{name} {percent(event[key])}" if _number(event.get(key)) else "")
         text = "  ".join(f for f in figures if f)
         self._show(f"epoch {epoch}/{epochs or '?'} {bar(epoch, epochs, self.WIDTH)} {text}")
+
+    def fold(self, event: Json) -> None:
+        """An epoch of a cross-fitting model, after the job's own epochs."""
+        loss = f"  loss {event['train_loss']:.4f}" if _number(event.get("train_loss")) else ""
+        self._show(f"cross-fit model {event.get('fold', '?')}/{event.get('folds', '?')}: "
+                   f"epoch {event.get('epoch', '?')}/{event.get('epochs') or self.epochs or '?'}{loss}")
 
     def step(self, event: Json) -> None:
         if self.live and event.get("batch") is not None:

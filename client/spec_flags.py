@@ -31,6 +31,7 @@ FIELD_FLAGS: dict[str, tuple[type, str]] = {  # spec fields that have their own 
     "lr": (float, "learning rate"),
     "augment": (str, ", ".join(AUGMENTATIONS)),
     "precision": (str, ", ".join(PRECISIONS)),
+    "cross_fit_folds": (int, "label report from K extra models, each blind to one fold (0: off; 2-10)"),
     "deterministic": (bool, "CUDA: deterministic kernels and algorithms, the same weights on every run (slower)"),
 }
 

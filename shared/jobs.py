@@ -304,16 +304,27 @@ def start_attempt(session: Session, job_id: str, worker_id: str, settings: Setti
     return taken
 
 
-def take_next(session: Session, message_job_id: str, worker_id: str, settings: Settings) -> str | None:
+def take_next(session: Session, message_job_id: str, worker_id: str, settings: Settings,
+              admit: Callable[[Session, Job], None] | None = None) -> str | None:
     """Take the job a worker should train now, on a train message (a "work available" signal):
     the fairest queued job (shared.scheduling.next_queued), or else the message's own job when
-    start_attempt takes it (a running job whose lease lapsed). None: nothing to take."""
+    start_attempt takes it (a running job whose lease lapsed). None: nothing to take.
+
+    `admit` sees each job before it is taken, and raises to leave it queued (a packing worker
+    without room for it: worker.packing); the exception reaches the caller."""
     for _ in range(TAKE_TRIES):  # each miss is a job another worker took meanwhile
         job_id = scheduling.next_queued(session, settings)
         if job_id is None:
             break
+        if admit is not None:
+            admit(session, session.get(Job, job_id))
         if start_attempt(session, job_id, worker_id, settings):
             return job_id
+    own = session.get(Job, message_job_id)
+    if own is None or own.status not in ACTIVE:
+        return None
+    if admit is not None:
+        admit(session, own)
     return message_job_id if start_attempt(session, message_job_id, worker_id, settings) else None
 
 

@@ -20,6 +20,7 @@ from shared.rules import MAX_WEIGHT, check_noise, check_weights, loss_params, pa
 MAX_EPOCHS = 1000
 MAX_BATCH = 8192
 MAX_CLASSES = 1000
+MAX_CROSS_FIT_FOLDS = 10
 
 NoiseType = Literal["none", "symmetric", "asymmetric", "pairflip", "transition"]
 LossParams = dict[Annotated[str, Field(max_length=32)], float]
@@ -119,6 +120,10 @@ class JobSpec(BaseModel):
     checkpoint_every: int = _field(1, "epochs between resume checkpoints", ge=1, le=MAX_EPOCHS)
     time_limit_s: int | None = _field(None, "seconds the job may run, from its first start, before it is stopped "
                                             "and failed (null: the service's maximum, NOISYFIT_MAX_JOB_SECONDS)", ge=1)
+    cross_fit_folds: int = _field(0, f"0: the label-quality report uses the trained model's own probabilities; "
+                                     f"K in 2..{MAX_CROSS_FIT_FOLDS}: also train K models, each on K-1 of K folds of "
+                                     "the training samples, for probabilities of each sample from a model that did not "
+                                     "see it (costs about K-1 more trainings)", ge=0, le=MAX_CROSS_FIT_FOLDS)
 
     @field_validator("model")
     @classmethod
@@ -139,6 +144,14 @@ class JobSpec(BaseModel):
     @classmethod
     def _known_precision(cls, name: str) -> str:
         return _known(name, PRECISIONS, "precision")
+
+    @field_validator("cross_fit_folds", mode="before")
+    @classmethod
+    def _folds(cls, folds: Any) -> Any:
+        if isinstance(folds, int) and not isinstance(folds, bool) and not (folds == 0 or 2 <= folds <= MAX_CROSS_FIT_FOLDS):
+            raise ValueError(f"cross_fit_folds is 0 (off) or a number of folds from 2 to {MAX_CROSS_FIT_FOLDS}; "
+                             f"got {folds}")
+        return folds
 
     @classmethod
     def parse(cls, raw: Any) -> "JobSpec":
@@ -202,6 +215,7 @@ class ResolvedSpec(BaseModel):
     deterministic: bool = False  # CUDA: deterministic kernels and algorithms (CPU runs are reproducible anyway)
     checkpoint_every: int
     time_limit_s: int = 0  # 0: the service's maximum (settings.max_job_seconds), which also caps any other value
+    cross_fit_folds: int = 0  # 0: the label-quality report uses in-sample probabilities
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types (lists, not tuples): what the database and checkpoints hold."""

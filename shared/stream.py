@@ -1,6 +1,7 @@
 """Live metric events of a job: one Redis stream per job, read with a cursor (the stream id).
 
-An event is a JSON object with a `type` (`status`, `step`, `epoch`, `done`); it is stored
+An event is a JSON object with a `type` (`status`, `step`, `epoch`, `fold`, `done`; `fold`: an
+epoch of a cross-fitting model, worker/cross_fit.py); it is stored
 in the field `data`, and returned with its stream id as `id`, the cursor of the next read.
 A stream keeps about `stream_maxlen` events and expires `stream_ttl_s` after its `done`
 event; `covers` tells whether it still holds every event after a cursor, so that a reader

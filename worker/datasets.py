@@ -83,7 +83,8 @@ def load_dataset(
     system_dirs: Iterable[str | os.PathLike[str]] | None = None,
 ) -> LoadedData:
     """Load a registered data set, or one of a user's (`ds_...`): an upload (load_uploaded) or
-    a version of either (load_version); system_dirs overrides SYSTEM_DATA_DIRS (Fashion-MNIST)."""
+    a version of either (load_version); system_dirs overrides SYSTEM_DATA_DIRS (Fashion-MNIST).
+    A registered data set this process keeps in memory (keep) is not read again."""
     if name.startswith(UPLOADED_PREFIX):
         version = VersionArrays.read(_uploaded_file(name, data_dir))
         if version is not None:
@@ -91,6 +92,9 @@ def load_dataset(
         return load_uploaded(name, data_dir)
     if name not in DATASETS:
         raise DatasetUnavailable(f"unknown data set {name!r}; choose one of {sorted(DATASETS)}")
+    held = _kept.get((name, Path(data_dir).resolve()))
+    if held is not None:
+        return held
     info = DATASETS[name]
     data_dir = Path(data_dir)
     cache = cache_path(name, data_dir)
@@ -102,6 +106,16 @@ def load_dataset(
         arrays = info.read(Source(data_dir, download, dirs))
         _write_cache(cache, arrays)
     return _to_dataset(name, arrays, info.mean, info.std)
+
+
+_kept: dict[tuple[str, Path], LoadedData] = {}
+
+
+def keep(dataset: LoadedData, data_dir: str | os.PathLike[str]) -> None:
+    """Hold a loaded built-in data set in this process's memory: load_dataset of this process, and
+    of processes forked from it, returns it without reading it again (worker.warm: the fork
+    server keeps the data sets of its worker). Nothing may write into its tensors."""
+    _kept[(dataset.name, Path(data_dir).resolve())] = dataset
 
 
 def _write_cache(path: Path, arrays: Arrays) -> None:

@@ -39,8 +39,9 @@ def train(
     """Run `raw_spec` into the folder `out`; returns result.json's content, or
     {"status": "stopped", "epochs_completed": N} after a Ctrl-C.
 
-    `on_event` gets an `epoch` event after each epoch and, every `step_every` optimizer steps
-    (0: never), a `step` event."""
+    `on_event` gets an `epoch` event after each epoch, a `fold` event after each epoch of a
+    cross-fitting model (cross_fit_folds) and, every `step_every` optimizer steps (0: never), a
+    `step` event."""
     try:
         spec = resolve_spec(JobSpec.parse(raw_spec))
     except SpecError as error:
@@ -70,6 +71,9 @@ class Events(Callback):
 
     def on_epoch_end(self, state: TrainState, metrics: dict[str, Any]) -> None:
         self.on_event({"type": "epoch", **metrics, "epochs": state.spec.epochs})
+
+    def on_fold_epoch_end(self, fold: int, folds: int, state: TrainState, metrics: dict[str, Any]) -> None:
+        self.on_event({"type": "fold", **metrics, "fold": fold, "folds": folds, "epochs": state.spec.epochs})
 
     def should_stop(self) -> bool:
         return self.stop_requested

@@ -11,13 +11,20 @@ chose α and β on a noisy split.
 The realised noise is reported on the samples trained on.
 
 Artifacts: noisy_labels.npz, metrics.jsonl (one JSON line per epoch event), resume.pt (every
-checkpoint_every epochs), then checkpoint.pt, suspected_mislabels.csv, plot.png and result.json.
-A sink that holds resume.pt resumes from it.
+checkpoint_every epochs), cross_fit.npz (after each cross-fitting model, when cross_fit_folds > 0),
+then checkpoint.pt, suspected_mislabels.csv, label_report.json, label_heatmap.png,
+label_probabilities.npz, plot.png and result.json. A sink that holds resume.pt resumes from it
+(and from cross_fit.npz, at the first fold not yet done).
+
+The label-quality report (worker/label_quality.py) reads the final model's probabilities of the
+training samples, or with cross_fit_folds = K the probabilities of K models that each did not see
+the sample (worker/cross_fit.py).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.metadata
 import io
 import json
@@ -33,16 +40,19 @@ import torch
 
 from worker.sinks import ArtifactSink
 from worker.checkpoints import final_checkpoint, read_resume, resume_checkpoint
-from worker.datasets import LoadedData, load_dataset
+from worker.cross_fit import cross_fitted_probabilities
+from worker.datasets import UPLOADED_PREFIX, LoadedData, load_dataset
+from worker.label_quality import LabelQuality, assess_labels, summary
 from worker.noise import corrupt_labels, noise_report
-from shared.plots import job_plot, job_title
+from shared.plots import job_plot, job_title, label_heatmap
 from shared.spec import ResolvedSpec
 from shared.stream import encode, finite
 from worker.trainer import (
-    Callback, PreparedData, TrainState, check_resumable, default_device, per_sample_losses, train,
+    Callback, PreparedData, SamplePredictions, TrainState, check_resumable, default_device, per_sample_losses, train,
 )
 
 SUBSET_STREAM = 0x5EB5E7  # keeps the subset's draws apart from the noise's, which share the seed
+FOLD_STREAM = 0xF01D5  # and the cross-fitting folds' from both
 
 
 @dataclass
@@ -54,6 +64,7 @@ class JobLabels:
     corrupted: np.ndarray
     train_indices: np.ndarray
     val_indices: np.ndarray
+    clean_known: bool = True  # False: an upload without y_train_clean and no synthetic noise
 
     def npz(self) -> bytes:
         buffer = io.BytesIO()
@@ -103,7 +114,19 @@ def make_labels(spec: ResolvedSpec, dataset: LoadedData) -> JobLabels:
     n = spec.train_size
     order = balanced_order(noisy, spec.seed)[:n]
     n_val = round(spec.validation_split * n)
-    return JobLabels(clean, noisy, corrupted, np.sort(order[n_val:]), np.sort(order[:n_val]))
+    clean_known = dataset.y_train_clean is not None or noise.type != "none" or not dataset.name.startswith(UPLOADED_PREFIX)
+    return JobLabels(clean, noisy, corrupted, np.sort(order[n_val:]), np.sort(order[:n_val]), clean_known)
+
+
+def fold_assignment(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """The cross-fitting fold (0..folds−1) of each sample: seeded, each fold balanced over
+    `labels` (the noisy ones) to ±1 sample per class, fold sizes within one of each other.
+
+    The samples sorted by label, in random order within a label, are dealt to the folds in turn."""
+    rng = np.random.default_rng([FOLD_STREAM, seed])
+    fold = np.empty(len(labels), dtype=np.int64)
+    fold[np.lexsort((rng.random(len(labels)), labels))] = np.arange(len(labels)) % folds
+    return fold
 
 
 def prepare_data(dataset: LoadedData, labels: JobLabels) -> PreparedData:
@@ -166,7 +189,7 @@ def run_job(
     started = time.perf_counter()
     dataset = dataset or load_dataset(spec.dataset, data_dir, download=download)
     labels = make_labels(spec, dataset)
-    data = prepare_data(dataset, labels)
+    data = prepare_data(dataset, labels).to(device)  # once: the cross-fitting models share it
     saved = sink.get("resume.pt")
     resume = read_resume(saved) if saved is not None else None
     if resume is not None:
@@ -180,12 +203,23 @@ def run_job(
     train_seconds = time.perf_counter() - started - data_seconds
     if outcome.stopped:
         return {"status": "stopped", "epochs_completed": outcome.epochs_completed}
+    cross_fitted = fold = None
+    if spec.cross_fit_folds:
+        fold = fold_assignment(labels.noisy[labels.train_indices], spec.cross_fit_folds, spec.seed)
+        cross_fitted = cross_fitted_probabilities(spec, data, fold, sink, callbacks, device)
+        if cross_fitted is None:
+            return {"status": "stopped", "epochs_completed": outcome.epochs_completed}
+    cross_fit_seconds = time.perf_counter() - started - data_seconds - train_seconds
 
-    losses, predicted, confidence = per_sample_losses(outcome.model, data, spec)
+    scored = per_sample_losses(outcome.model, data, spec)
     sink.put("checkpoint.pt", final_checkpoint(outcome.state, data))
-    corrupted = labels.corrupted[labels.train_indices]
-    sink.put("suspected_mislabels.csv", mislabels_csv(labels, losses, predicted, confidence))
+    quality = label_quality(spec, dataset, labels, scored, cross_fitted)
+    sink.put("suspected_mislabels.csv", mislabels_csv(labels, scored, quality))
+    sink.put("label_report.json", json.dumps(finite(quality.report), indent=2, allow_nan=False).encode())
+    sink.put("label_heatmap.png", heatmap(spec, quality.report))
+    sink.put("label_probabilities.npz", probabilities_npz(labels, scored, cross_fitted, fold))
     sink.put("plot.png", job_plot(outcome.history, job_title(spec.to_json())))
+    corrupted = labels.corrupted[labels.train_indices]
     report = noise_report(labels.clean[labels.train_indices], labels.noisy[labels.train_indices], dataset.num_classes)
     result = {
         "status": "succeeded",
@@ -201,11 +235,13 @@ def run_job(
         "noise_rate_realised_per_class": report["per_class_rate"],
         "num_corrupted": report["num_corrupted"],
         "samples": {"train": len(labels.train_indices), "val": len(labels.val_indices), "test": len(dataset.y_test)},
-        "mislabel_detection": detection_scores(losses, corrupted),
+        "mislabel_detection": detection_scores(scored.losses, corrupted),
+        "label_quality": summary(quality.report),
         "history": outcome.history,
         "timings": {
             "data_seconds": data_seconds,
             "train_seconds": train_seconds,
+            "cross_fit_seconds": cross_fit_seconds,
             "total_seconds": time.perf_counter() - started,
             "epoch_seconds": [m["epoch_seconds"] for m in outcome.history],
         },
@@ -216,15 +252,60 @@ def run_job(
     return result
 
 
-def mislabels_csv(labels: JobLabels, losses: np.ndarray, predicted: np.ndarray, confidence: np.ndarray) -> bytes:
+def label_quality(spec: ResolvedSpec, dataset: LoadedData, labels: JobLabels, scored: SamplePredictions,
+                  cross_fitted: np.ndarray | None) -> LabelQuality:
+    """The report on the training samples' noisy labels, from the cross-fitted probabilities
+    when there are any, else the final model's (whose loss then ranks the suspects)."""
+    train = labels.train_indices
+    quality = assess_labels(
+        scored.probabilities if cross_fitted is None else cross_fitted,
+        labels.noisy[train],
+        dataset.num_classes,
+        losses=scored.losses if cross_fitted is None else None,
+        clean=labels.clean[train] if labels.clean_known else None,
+        classes=dataset.classes,
+        source="in_sample" if cross_fitted is None else "cross_fitted",
+        seed=spec.seed,
+    )
+    return dataclasses.replace(quality, report={**quality.report, "cross_fit_folds": spec.cross_fit_folds})
+
+
+def heatmap(spec: ResolvedSpec, report: dict[str, Any]) -> bytes:
+    noise = spec.noise
+    setting = noise.type if noise.type in ("none", "transition") else f"{noise.type} {noise.rate:g}"
+    truth = report["against_clean"]["transition_matrix"] if report["against_clean"] else None
+    return label_heatmap(
+        report["transition_matrix"], truth, report["classes"],
+        title=f"{spec.loss}, {setting} noise ({report['probabilities'].replace('_', '-')} probabilities)",
+    )
+
+
+def probabilities_npz(labels: JobLabels, scored: SamplePredictions, cross_fitted: np.ndarray | None,
+                      fold: np.ndarray | None) -> bytes:
+    """What the report was computed from, per training sample (in the order of train_indices)."""
+    arrays = {"train_indices": labels.train_indices, "given": labels.noisy[labels.train_indices],
+              "in_sample": scored.probabilities}
+    if cross_fitted is not None:
+        arrays.update(cross_fitted=cross_fitted, fold=fold)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def mislabels_csv(labels: JobLabels, scored: SamplePredictions, quality: LabelQuality) -> bytes:
     """Training samples from the highest loss on their noisy label down; index is the sample's
-    index in the data set's training set."""
+    index in the data set's training set. predicted, confidence and loss are the final model's;
+    self_confidence, margin and flagged come from the probabilities of the label report
+    (label_report.json's `probabilities`: in_sample or cross_fitted)."""
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["index", "noisy_label", "predicted", "confidence", "loss", "rank"])
-    for rank, i in enumerate(np.argsort(-losses, kind="stable"), start=1):
+    writer.writerow(["index", "noisy_label", "predicted", "confidence", "loss", "rank", "self_confidence", "margin",
+                     "flagged"])
+    for rank, i in enumerate(np.argsort(-scored.losses, kind="stable"), start=1):
         index = labels.train_indices[i]
-        writer.writerow([index, labels.noisy[index], predicted[i], f"{confidence[i]:.6f}", f"{losses[i]:.6f}", rank])
+        writer.writerow([index, labels.noisy[index], scored.predicted[i], f"{scored.confidence[i]:.6f}",
+                         f"{scored.losses[i]:.6f}", rank, f"{quality.self_confidence[i]:.6f}",
+                         f"{quality.margin[i]:.6f}", int(quality.flagged[i])])
     return text.getvalue().encode()
 
 

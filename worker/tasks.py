@@ -3,7 +3,8 @@
     read the job ──> run_job(callbacks) ──> finish ──> exit (code: worker.dispatch)
 
 The worker's long-lived process holds the job's lease while this process trains. Callbacks
-stream `step` and `epoch` events, record progress, and stop training at the next step when
+stream `step` and `epoch` events (and `fold` events of cross-fitting models), record progress,
+and stop training at the next step when
 the job is cancelled, its lease went to another worker, or it ran past its time limit
 (shared.scheduling: failed with code time_limit). A job whose worker died is requeued
 by the API's reaper once the lease lapses, then resumes from its resume.pt here. The `status`
@@ -11,7 +12,9 @@ and `done` events come from shared.jobs with each state change.
 """
 
 import logging
+import os
 import time
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -53,11 +56,15 @@ STEP_EVERY = 5  # optimizer steps between looks at the step-event clock (each co
 # Result fields copied into the job record; the whole result is result.json.
 SUMMARY = ("final_test_accuracy", "best_test_accuracy", "final_val_accuracy", "best_val_epoch",
            "test_accuracy_at_best_val", "epochs_completed", "resumed_from_epoch", "noise_rate_realised",
-           "num_corrupted", "mislabel_detection")
+           "num_corrupted", "mislabel_detection", "label_quality")
 
 
-def run_taken_job(job_id: str, worker_id: str) -> int:
-    """Train the job `worker_id` took and record how it ended; the process's exit code."""
+def run_taken_job(job_id: str, worker_id: str, cores: Sequence[int] = (),
+                  report_peak: Callable[[int], None] | None = None) -> int:
+    """Train the job `worker_id` took and record how it ended; the process's exit code. On `cores`
+    when given (its slot of a packing CPU worker); its device memory's peak after the first epoch
+    goes to `report_peak` (a GPU worker admits jobs of the same shape by it)."""
+    pin(cores)
     settings = get_settings()
     engine = get_engine(settings.database_url)
     attempt = 0
@@ -68,7 +75,7 @@ def run_taken_job(job_id: str, worker_id: str) -> int:
             deadline, _ = scheduling.deadline(job, settings)
         control = JobControl(job_id, worker_id, settings, engine, get_stream(settings), deadline)
         try:
-            status, fields = _train(job_id, spec, settings, control)
+            status, fields = _train(job_id, spec, settings, control, _peak_reporter(report_peak))
         except SERVICE_ERRORS as exc:
             if attempt < settings.max_attempts:
                 raise
@@ -85,13 +92,13 @@ def run_taken_job(job_id: str, worker_id: str) -> int:
     return 0
 
 
-def _train(job_id: str, spec: ResolvedSpec, settings: Settings,
-           control: "JobControl") -> tuple[JobStatus | None, dict[str, Any]]:
+def _train(job_id: str, spec: ResolvedSpec, settings: Settings, control: "JobControl",
+           others: Sequence[Callback] = ()) -> tuple[JobStatus | None, dict[str, Any]]:
     """Run the job; (final status, finish fields), or (None, {}) when the lease was lost."""
     sink = ObjectStoreSink(get_store(settings), job_id)
     try:
         fetch_upload(spec.dataset, settings)
-        result = run_job(spec, sink, settings.data_dir, settings.allow_download, [control])
+        result = run_job(spec, sink, settings.data_dir, settings.allow_download, [control, *others])
     except SERVICE_ERRORS:
         raise
     except Exception as exc:
@@ -105,6 +112,41 @@ def _train(job_id: str, spec: ResolvedSpec, settings: Settings,
             return JobStatus.failed, {"error": scheduling.time_limit_error(limit, settings)}
         return JobStatus.cancelled, {}
     return JobStatus.succeeded, {"result": {k: result[k] for k in SUMMARY if k in result}}
+
+
+def pin(cores: Sequence[int]) -> None:
+    """Run on these cores only, with as many torch threads (where the OS can pin: Linux)."""
+    if not cores:
+        return
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cores)
+    torch.set_num_threads(len(cores))
+
+
+def free_device_memory() -> int | None:
+    """The CUDA device's free bytes now (every process's use counted), or None without one."""
+    return torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else None
+
+
+class PeakMemory(Callback):
+    """After the first epoch of this process, the peak of device memory its allocator held
+    (max_memory_reserved: what other processes cannot have, at least max_memory_allocated)."""
+
+    def __init__(self, report: Callable[[int], None]):
+        self.report, self.sent = report, False
+
+    def on_epoch_end(self, state: TrainState, metrics: dict[str, Any]) -> None:
+        if self.sent:
+            return
+        self.sent = True
+        try:
+            self.report(torch.cuda.max_memory_reserved())
+        except OSError:  # the worker is gone; this process dies with it
+            log.warning("could not report the device memory's peak to the worker")
+
+
+def _peak_reporter(report: Callable[[int], None] | None) -> list[Callback]:
+    return [PeakMemory(report)] if report is not None and torch.cuda.is_available() else []
 
 
 def fetch_upload(dataset: str, settings: Settings) -> None:
@@ -172,6 +214,10 @@ class JobControl(Callback):
             return
         if not held:
             self.lost = True
+
+    def on_fold_epoch_end(self, fold: int, folds: int, state: TrainState, metrics: dict[str, Any]) -> None:
+        """A cross-fitting model's epoch: a `fold` event only (the job's progress is its own epochs)."""
+        self.publish({"type": "fold", **metrics, "fold": fold, "folds": folds, "epochs": state.spec.epochs})
 
     def should_stop(self) -> bool:
         self.timed_out = self.timed_out or utcnow() >= self.deadline

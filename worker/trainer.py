@@ -142,7 +142,9 @@ class Callback:
 
     on_step runs every `log_every` optimizer steps (0: never), on_epoch_end after each epoch's
     evaluation, and should_stop before every step: True ends training, dropping the epoch under
-    way, so the caller resumes from its last checkpoint.
+    way, so the caller resumes from its last checkpoint. on_fold_epoch_end runs after each epoch
+    of a cross-fitting model (worker/cross_fit.py), `fold` counted from 1; the job's own epochs are
+    on_epoch_end's alone.
     """
 
     log_every: int = 0
@@ -155,6 +157,9 @@ class Callback:
 
     def should_stop(self) -> bool:
         return False
+
+    def on_fold_epoch_end(self, fold: int, folds: int, state: TrainState, metrics: dict[str, Any]) -> None:
+        pass
 
 
 @dataclass
@@ -214,17 +219,20 @@ def train(
     callbacks: Sequence[Callback] = (),
     device: str | None = None,
     resume: dict[str, Any] | None = None,
+    evaluate: bool = True,
 ) -> TrainResult:
     """Train from a resolved spec (shared.spec.resolve_spec), resuming from `resume` if given
-    (a TrainState.state_dict(), e.g. checkpoints.read_resume(bytes))."""
+    (a TrainState.state_dict(), e.g. checkpoints.read_resume(bytes)). Without `evaluate`, an
+    epoch's figures are its training figures alone (no pass over the training, test and
+    validation sets)."""
     device = torch.device(device or default_device())
     with determinism(spec.deterministic and device.type == "cuda"):
-        return _train(spec, data, callbacks, device, resume)
+        return _train(spec, data, callbacks, device, resume, evaluate)
 
 
 def _train(
     spec: ResolvedSpec, data: PreparedData, callbacks: Sequence[Callback], device: torch.device,
-    resume: dict[str, Any] | None,
+    resume: dict[str, Any] | None, evaluate: bool,
 ) -> TrainResult:
     data = data.to(device)
     state = new_state(spec, data, device)
@@ -237,12 +245,14 @@ def _train(
         if metrics is None:
             return TrainResult(state, stopped=True)
         check_finite(state, metrics["train_loss"], epoch)
-        metrics.update(evaluate_epoch(state.model, data, spec))
+        if evaluate:
+            metrics.update(evaluate_epoch(state.model, data, spec))
         state.scheduler.step()
         metrics["epoch_seconds"] = time.perf_counter() - started
         state.epoch = epoch
         state.history.append(metrics)
-        state.best_test_accuracy = max(state.best_test_accuracy or 0.0, metrics["test_acc"])
+        if evaluate:
+            state.best_test_accuracy = max(state.best_test_accuracy or 0.0, metrics["test_acc"])
         for callback in callbacks:
             callback.on_epoch_end(state, metrics)
     return TrainResult(state, stopped=False)
@@ -405,6 +415,20 @@ def _share(hits: Tensor) -> float:
     return hits.float().mean().item()
 
 
+def _log_probabilities(
+    model: nn.Module, x: Tensor, mean: Sequence[float], std: Sequence[float], batch_size: int, precision: str
+) -> Iterator[Tensor]:
+    """Per batch of `x`, in eval mode: the log-softmax of the logits, fp32, on the model's device."""
+    model.eval()
+    device = next(model.parameters()).device
+    mean, std = torch.as_tensor(mean, device=device), torch.as_tensor(std, device=device)
+    for xb in x.split(batch_size):
+        xb = standardize(xb.to(device), mean, std)
+        with autocast(device, precision):
+            logits = model(xb)
+        yield logits.float().log_softmax(1)
+
+
 @torch.inference_mode()
 def predict(
     model: nn.Module,
@@ -416,31 +440,56 @@ def predict(
     precision: str = "fp32",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Per sample, in eval mode: cross-entropy of `labels`, predicted class, its probability."""
-    model.eval()
-    device = next(model.parameters()).device
-    mean, std = torch.as_tensor(mean, device=device), torch.as_tensor(std, device=device)
     losses, predicted, confidence = [], [], []
-    for xb, yb in zip(x.split(batch_size), labels.split(batch_size)):
-        xb, yb = standardize(xb.to(device), mean, std), yb.to(device)
-        with autocast(device, precision):
-            logits = model(xb)
-        log_p = logits.float().log_softmax(1)
-        losses.append(F.nll_loss(log_p, yb, reduction="none"))
+    for log_p, yb in zip(_log_probabilities(model, x, mean, std, batch_size, precision), labels.split(batch_size)):
+        losses.append(F.nll_loss(log_p, yb.to(log_p.device), reduction="none"))
         top_log_p, top = log_p.max(1)
         predicted.append(top)
         confidence.append(top_log_p.exp())
     return torch.cat(losses), torch.cat(predicted), torch.cat(confidence)
 
 
+@torch.inference_mode()
+def log_probabilities(
+    model: nn.Module,
+    x: Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int = 512,
+    precision: str = "fp32",
+) -> Tensor:
+    """Per sample, in eval mode: the log-probability of every class, fp32 [n, K], on the model's
+    device. exp() gives the probabilities; -expm1() gives 1 - p without losing p close to 1."""
+    return torch.cat(list(_log_probabilities(model, x, mean, std, batch_size, precision)))
+
+
+@dataclass(frozen=True)
+class SamplePredictions:
+    """A model's view of each training sample (numpy arrays, in the order of the samples)."""
+
+    losses: np.ndarray  # cross-entropy of the (noisy) label
+    predicted: np.ndarray  # the class of highest probability
+    confidence: np.ndarray  # its probability
+    probabilities: np.ndarray  # float32 [n, K]
+
+
 def per_sample_losses(
     model: nn.Module, data: PreparedData, spec: ResolvedSpec, device: str | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> SamplePredictions:
     """Cross-entropy of each training sample's (noisy) label under `model`, its predicted class
-    and that class's probability. Cross-entropy rather than the job's loss: the ranking is by
-    p_y, comparable across jobs, and the same as that of any loss that falls as p_y rises."""
+    and that class's probability, and every class's probability, from one pass. Cross-entropy
+    rather than the job's loss: the ranking is by p_y, comparable across jobs, and the same as that
+    of any loss that falls as p_y rises."""
     model = model.to(device or next(model.parameters()).device)
-    out = predict(model, data.x_train, data.y_train, data.mean, data.std, spec.eval_batch_size, spec.precision)
-    return tuple(t.cpu().numpy() for t in out)
+    log_p = log_probabilities(model, data.x_train, data.mean, data.std, spec.eval_batch_size, spec.precision)
+    labels = data.y_train.to(log_p.device)
+    top_log_p, top = log_p.max(1)
+    return SamplePredictions(
+        losses=F.nll_loss(log_p, labels, reduction="none").cpu().numpy(),
+        predicted=top.cpu().numpy(),
+        confidence=top_log_p.exp().cpu().numpy(),
+        probabilities=log_p.exp().cpu().numpy(),
+    )
 
 
 # ---------------------------------------------------------------------------------------

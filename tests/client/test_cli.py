@@ -180,6 +180,19 @@ def test_watch_prints_each_epoch_and_ends_with_the_result(cli: FakeApi, capsys: 
     assert "final test accuracy 91.00%  best 92.00%" in lines[5]
 
 
+def test_watch_prints_the_cross_fitting_models_epochs_after_the_jobs(cli: FakeApi, capsys: pytest.CaptureFixture):
+    finished = job(status="succeeded", result={"final_test_accuracy": 0.91, "best_test_accuracy": 0.92})
+    states = iter([job(status="running"), finished])
+    cli.route("GET", "/v1/jobs/j1", lambda r: httpx.Response(200, json=next(states)))
+    epoch = sse({"type": "epoch", "epoch": 1, "epochs": 1, "train_loss": 1.0}, "1-0")
+    fold = sse({"type": "fold", "fold": 2, "folds": 5, "epoch": 1, "epochs": 1, "train_loss": 0.5}, "2-0")
+    done = sse({"type": "done", "status": "succeeded"}, "3-0")
+    cli.route("GET", "/v1/jobs/j1/events", lambda r: event_stream(epoch, fold, done))
+    assert main(["watch", "j1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("epoch 1/1 ") and lines[1] == "cross-fit model 2/5: epoch 1/1  loss 0.5000"
+
+
 def test_status_of_a_job_with_a_validation_split_shows_what_it_chooses_by(cli: FakeApi, capsys):
     result = {"final_test_accuracy": 0.8, "best_test_accuracy": 0.85, "final_val_accuracy": 0.6,
               "best_val_epoch": 4, "test_accuracy_at_best_val": 0.84}

@@ -12,7 +12,7 @@ from worker.checkpoints import load_model
 from worker.datasets import load_dataset
 from worker.trainer import predict
 
-OUTPUTS = {"checkpoint.pt", "result.json", "metrics.jsonl", "noisy_labels.npz"}
+OUTPUTS = {"checkpoint.pt", "result.json", "metrics.jsonl", "noisy_labels.npz", "label_report.json", "label_heatmap.png"}
 
 
 def download(http, job_id: str, name: str) -> bytes:
@@ -85,6 +85,10 @@ def test_result_metrics_and_labels_files_describe_the_run(http, trained_job: Fin
     assert result["spec"] == job["spec"]
     assert result["epochs_completed"] == len(result["history"]) == TINY_JOB["epochs"]
     assert result["final_test_accuracy"] == job["result"]["final_test_accuracy"]
+    assert job["result"]["label_quality"] == result["label_quality"], "the job record carries the report's summary"
+    report = json.loads(download(http, job["id"], "label_report.json"))
+    assert result["label_quality"]["noise_rate"] == report["noise_rate"]
+    assert report["against_clean"]["noise_rate"] == pytest.approx(result["noise_rate_realised"])
     # exact on the full training set; on the subset trained on, as drawn (checked exactly below)
     assert result["noise_rate_realised"] == pytest.approx(TINY_JOB["noise"]["rate"], abs=0.1)
 

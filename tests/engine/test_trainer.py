@@ -240,13 +240,21 @@ def test_per_sample_losses_are_the_cross_entropy_of_the_noisy_labels(fashion):
     spec = spec_for(epochs=1)
     data = prepared(fashion, 300, 128, noise=0.4)
     result = train(spec, data, device="cpu")
-    losses, predicted, confidence = per_sample_losses(result.model, data, spec, "cpu")
+    scored = per_sample_losses(result.model, data, spec, "cpu")
     with torch.no_grad():
         logits = result.model.eval()(standardize(data.x_train, data.mean, data.std))
     expected = F.cross_entropy(logits, data.y_train, reduction="none").numpy()
-    np.testing.assert_allclose(losses, expected, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(predicted, logits.argmax(1).numpy())
-    np.testing.assert_allclose(confidence, logits.softmax(1).max(1).values.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(scored.losses, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(scored.predicted, logits.argmax(1).numpy())
+    np.testing.assert_allclose(scored.confidence, logits.softmax(1).max(1).values.numpy(), rtol=1e-5)
+    assert scored.probabilities.dtype == np.float32 and scored.probabilities.shape == (300, 10)
+    np.testing.assert_allclose(scored.probabilities, logits.softmax(1).numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_training_without_evaluation_records_only_the_training_figures(fashion):
+    result = train(spec_for(epochs=1), prepared(fashion, 256, 128), device="cpu", evaluate=False)
+    assert set(result.history[0]) == {"epoch", "train_loss", "lr", "samples_per_second", "epoch_seconds"}
+    assert result.best_test_accuracy is None
 
 
 # Augmentation on the device

@@ -38,6 +38,7 @@ EXTRA_BAD: dict[str, list[Any]] = {
     "schedule": ["zigzag"],
     "augment": ["rotate"],
     "precision": ["fp8"],
+    "cross_fit_folds": [1],  # one fold would train on nothing
     "noise": ["symmetric", {"type": "symmetric", "rate": 0.4, "extra": 1}],
     "noise.type": ["gaussian"],
     "noise.rate": [0.95],  # symmetric over 10 classes: at most 0.9

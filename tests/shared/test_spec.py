@@ -142,6 +142,19 @@ def test_asymmetric_noise_is_refused_for_an_uploaded_data_set():
         resolve_spec(JobSpec(dataset="ds_x", noise={"type": "asymmetric", "rate": 0.2}), info)
 
 
+@pytest.mark.parametrize("folds", [1, 11, -1])
+def test_cross_fit_folds_outside_0_or_2_to_10_is_refused_naming_the_range(folds):
+    with pytest.raises(SpecError) as refused:
+        resolve_spec(JobSpec.parse({"dataset": "fashion-mnist", "cross_fit_folds": folds}))
+    assert refused.value.field == "cross_fit_folds"
+    assert "0 (off) or a number of folds from 2 to 10" in refused.value.message and str(folds) in refused.value.message
+
+
+def test_cross_fit_folds_is_off_unless_asked_and_kept_in_the_resolved_spec():
+    assert resolve(dataset="fashion-mnist").cross_fit_folds == 0
+    assert resolve(dataset="fashion-mnist", cross_fit_folds=5).to_json()["cross_fit_folds"] == 5
+
+
 def test_the_paper_preset_keeps_the_runs_data_set_loss_and_noise_and_nothing_else():
     run = resolve_spec(JobSpec.parse({"dataset": "mnist", "loss": "ngce", "noise": {"type": "asymmetric", "rate": 0.3},
                                       "alpha": 2.0, "epochs": 3, "train_size": 1000, "seed": 4}))
