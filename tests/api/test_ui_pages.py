@@ -384,7 +384,9 @@ def trained_job(client: TestClient, headers: Headers, settings: Settings, datase
     np.savez(buffer, noisy=samples, clean=UPLOADED[dataset]["y_train"], corrupted=samples != UPLOADED[dataset]["y_train"],
              train_indices=np.arange(len(samples)), val_indices=np.arange(0))
     store.put_bytes(artifact_key(job, "noisy_labels.npz"), buffer.getvalue())
-    finish_jobs(settings, {job: {"final_test_accuracy": 0.5}})
+    quality = {"noise_rate": {"estimate": 0.21, "low": 0.19, "high": 0.23}, "noise_rate_true": 0.2, "flagged": 9,
+               "precision": 0.9, "recall": 0.88, "f1": 0.89} if flagged else None
+    finish_jobs(settings, {job: {"final_test_accuracy": 0.5, "label_quality": quality}})
     return job
 
 
@@ -408,7 +410,9 @@ def test_a_jobs_mislabels_page_lists_its_suspects_by_rank_filtered_by_class(
     assert suspects_shown(signed_in.get(f"/ui/jobs/{job}/mislabels?label=0").text) == [(12, 0, 1)]
     assert [i for i, _, _ in suspects_shown(signed_in.get(f"/ui/jobs/{job}/mislabels?show=all").text)] == [4, 12, 7, 25, 13]
     flagged = trained_job(client, user_headers, settings, ds, ROWS, flagged=[0, 1, 1, 0, 0])
-    assert suspects_shown(signed_in.get(f"/ui/jobs/{flagged}/mislabels").text) == [(12, 0, 1), (7, 0, 0)]
+    with_report = signed_in.get(f"/ui/jobs/{flagged}/mislabels").text
+    assert suspects_shown(with_report) == [(12, 0, 1), (7, 0, 0)]
+    assert "estimates 21.0 %" in with_report and "of those it flags 88.0 % (precision 90.0 %)" in with_report
     assert "Review the suspected mislabels" in signed_in.get(f"/ui/jobs/{job}").text
     queued = submit(client, user_headers)
     assert "its suspects are scored when it succeeds" in signed_in.get(f"/ui/jobs/{queued}/mislabels").text

@@ -122,6 +122,7 @@ def test_marks_on_a_jobs_mislabels_become_a_csv_and_a_version(visit: Callable[..
     page = signed_in_page(visit, ui_user)
     page.goto(f"/ui/jobs/{job_id}")
     page.get_by_role("link", name="Review the suspected mislabels").click()
+    assert "estimates" in page.inner_text("#label-quality")  # the label-quality report's summary
     cards = page.locator("li.suspect")
     assert cards.count() > 2
     first = cards.nth(0)
