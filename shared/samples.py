@@ -10,9 +10,11 @@ Where they come from:
   Fashion-MNIST: shared.idx.SYSTEM_DATA_DIRS); elsewhere there is nothing to show.
 
 The first use of a root (a built-in data set or an upload) unpacks its training images and
-labels into `{data_dir}/ui-cache/{name}/` as .npy files, each written under a private name and
-then renamed (parallel requests never read half a file); later uses memory-map them, so an
-image is read without the others. The few open roots and versions are kept (OPEN_KEPT).
+labels into `{data_dir}/ui-cache/{name}/` (or, where the API may not write data_dir, as in its
+image, the same under the system's temporary folder) as .npy files, each written under a
+private name and then renamed (parallel requests never read half a file); later uses
+memory-map them, so an image is read without the others. The few open roots and versions are
+kept (OPEN_KEPT).
 """
 
 import io
@@ -22,6 +24,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -109,9 +112,23 @@ def load_samples(name: str, row: DatasetRow | None, store: ObjectStore, data_dir
     return Samples(images, labels, version.indices, row.classes)
 
 
+@lru_cache
+def cache_folder(data_dir: Path) -> Path:
+    """`{data_dir}/ui-cache`, or the same under the temporary folder where data_dir cannot be written."""
+    for folder in (data_dir / CACHE_FOLDER, Path(tempfile.gettempdir()) / f"noisyfit-{CACHE_FOLDER}"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(folder, os.W_OK):
+            return folder
+    raise PermissionError(f"neither {data_dir / CACHE_FOLDER} nor the temporary folder can be written; "
+                          "set NOISYFIT_DATA_DIR to a writable folder")
+
+
 def _root(name: str, store: ObjectStore, data_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
     """A root's training images (memory-mapped) and labels, unpacked into the cache on first use."""
-    folder = data_dir / CACHE_FOLDER / name
+    folder = cache_folder(data_dir) / name
 
     def open_cached() -> tuple[np.ndarray, np.ndarray] | None:
         if not (folder / LABELS).is_file():

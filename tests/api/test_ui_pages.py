@@ -467,3 +467,13 @@ def test_every_new_page_names_only_this_hosts_assets_and_sends_the_csp(
         assert urls and all(url.startswith(("/", "#")) and not url.startswith("//") for url in urls), (path, urls)
         for url in {url for url in urls if url.startswith("/static/")}:
             assert signed_in.get(url.replace("&amp;", "&")).status_code == 200, url
+
+
+def test_images_are_cached_under_the_temporary_folder_where_data_dir_cannot_be_written(tmp_path, monkeypatch):
+    from shared import samples
+
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the data folder should be")
+    monkeypatch.setattr(samples.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    assert samples.cache_folder(blocked) == tmp_path / "tmp" / "noisyfit-ui-cache"
+    assert samples.cache_folder(tmp_path / "data") == tmp_path / "data" / "ui-cache"
