@@ -130,12 +130,13 @@ def align(curves: list[Curves], most: int = MAX_X) -> dict[str, Any]:
     at most `most` of them, evenly spread) and per job each figure at those epochs (None where
     the job has none: a line is drawn across such gaps)."""
     shared = _evenly(sorted({epoch for c in curves for epoch in c.epochs}), most)
+    drawn = set(shared)
     jobs = []
     for c in curves:
         at = {epoch: i for i, epoch in enumerate(c.epochs)}
         columns = {name: [column[at[epoch]] if epoch in at else None for epoch in shared]
                    for name, column in c.values.items()}
-        jobs.append({"id": c.job_id, "thinned": c.thinned or len(at) > len(at.keys() & set(shared)), **columns})
+        jobs.append({"id": c.job_id, "thinned": c.thinned or not drawn.issuperset(at), **columns})
     return {"epochs": shared, "jobs": jobs}
 
 

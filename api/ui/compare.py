@@ -64,7 +64,7 @@ def compare_page(request: Request, visitor: SignedIn, session: SessionDep, ids: 
     return render(
         request, "compare.html", visitor, nav="jobs", rows=rows, fields=fields, shared=shared, note=note,
         noise_label=noise_label, metrics_url="/ui/compare/metrics?" + urlencode({"ids": ",".join(chosen)}),
-        active=any(job.status in ACTIVE for job in jobs), live_ms=LIVE_MS,
+        active=any(job.status in ACTIVE for job in jobs), live_ms=LIVE_MS, max_points=compare.MAX_POINTS,
     )
 
 

@@ -81,7 +81,9 @@ def test_aligned_curves_share_epochs_with_gaps_as_null():
     aligned = compare.align([a, b])
     assert aligned["epochs"] == [1, 2, 3]
     assert [job["test_acc"] for job in aligned["jobs"]] == [[0.1, 0.2, 0.3], [0.2, 0.2, None]]
-    assert len(compare.align([a, b], most=2)["epochs"]) == 2
+    assert [job["thinned"] for job in aligned["jobs"]] == [False, False]
+    narrow = compare.align([a, b], most=2)
+    assert narrow["epochs"] == [1, 3] and [job["thinned"] for job in narrow["jobs"]] == [True, True]
 
 
 @pytest.mark.parametrize("ids", [[], ["job_1"], ["job_1,job_1"], [f"job_{i:x}" for i in range(201)], ["nope,job_1"]])

@@ -87,6 +87,8 @@
     const data = await response.json();
     if (!drawn.length) build(data);
     fill(data);
+    const thinned = data.jobs.filter((job) => job.thinned).length;
+    document.getElementById("compare-thinned").hidden = !thinned;
     if (data.epochs.length) charts.drawnFirst();
     box.dataset.loaded = "true";
     if (data.active) setTimeout(() => load().catch(failed), Number(box.dataset.liveMs) || 5000);
