@@ -80,7 +80,8 @@ def grid_cells(grid: Layout, best_cell: dict[str, Any] | None) -> list[tuple[str
                           row is not None and row["mean"] is not None and row["mean"] == best and len(grid.lines) > 1,
                           _link(row) if row else None)
                  for row, best in zip(line, grid.best)]
-        lines.append((", ".join(show(value) for value in label) or _loss_of(line), cells))
+        lines.append((", ".join("preset" if value is None else show(value) for value in label) or _loss_of(line),
+                      cells))
     return lines
 
 

@@ -479,3 +479,16 @@ def test_images_are_cached_under_the_temporary_folder_where_data_dir_cannot_be_w
     monkeypatch.setattr(samples.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
     assert samples.cache_folder(blocked) == tmp_path / "tmp" / "noisyfit-ui-cache"
     assert samples.cache_folder(tmp_path / "data") == tmp_path / "data" / "ui-cache"
+
+
+def test_a_select_sweeps_grid_has_a_line_per_loss_setting(signed_in: TestClient, client: TestClient,
+                                                          user_headers: Headers, settings: Settings):
+    grid = {"loss,alpha,beta": [["ce", None, None], ["nce+rce", 1.0, 10.0]], "seed": [0, 1]}
+    sweep = client.post("/v1/sweeps", json={"base": {**SPEC, "validation_split": 0.2}, "grid": grid},
+                        headers=user_headers).json()
+    finish_jobs(settings, {job_id: {"final_test_accuracy": 0.5 + i / 100, "final_val_accuracy": 0.4 + i / 100}
+                           for i, job_id in enumerate(sweep["jobs"])})
+    page = signed_in.get(f"/ui/sweeps/{sweep['id']}").text
+    assert re.findall(r'<tr data-line="([^"]+)"', page) == ["ce, preset, preset", "nce+rce, 1, 10"]
+    assert re.findall(r"data-value='([^']+)'", page) == ["null"]  # one column: nothing else is swept
+    assert "Recommended (by validation alone)" in page and "nce+rce, alpha 1, beta 10" in page
