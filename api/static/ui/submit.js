@@ -79,6 +79,17 @@
     input.addEventListener("input", changed);
     input.addEventListener("change", changed);
   }
+  // Clean labels take no rate: choosing "none" sets it to 0 (and the form remembers the rate it had).
+  const rate = form.elements.namedItem("noise_rate");
+  form.elements.namedItem("noise_type").addEventListener("change", (event) => {
+    if (event.target.value === "none") {
+      rate.dataset.before = rate.value;
+      rate.value = "0";
+    } else if (rate.dataset.before && Number(rate.value) === 0) {
+      rate.value = rate.dataset.before;
+    }
+    changed();
+  });
   form.addEventListener("submit", () => {
     form.querySelector("button[type=submit]").disabled = true;
   });
