@@ -222,6 +222,11 @@ def preset_spec(session: Session, job: Job) -> dict[str, Any] | None:
         return None
 
 
+def resolve_for(session: Session, user_id: int, spec: JobSpec) -> ResolvedSpec:
+    """`spec` resolved for the user as create_job resolves it (the presets filled in); nothing is stored."""
+    return resolve_spec(spec, _data_info(session, user_id, spec.dataset))
+
+
 def request_cancel(session: Session, user_id: int, job_id: str, settings: Settings) -> Job:
     """Cancel a queued job at once; ask a running job's worker to stop. Cancelling twice is fine."""
     job = get_job(session, user_id, job_id)

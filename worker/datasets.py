@@ -7,10 +7,8 @@ The trainer moves whole tensors to the device and normalises batches itself with
 from __future__ import annotations
 
 import codecs
-import gzip
 import os
 import pickle
-import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,6 +18,7 @@ import torch
 import torchvision
 
 from shared.errors import DatasetUnavailable
+from shared.idx import find_idx, read_idx
 from shared.versions import ROOT_LABEL, VersionArrays
 from worker.data_files import CIFAR10_FILES, CIFAR100_FILES, IDX_FILES, SYSTEM_DATA_DIRS, cache_path
 
@@ -219,24 +218,6 @@ def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, .
 # MNIST family: IDX files
 # ---------------------------------------------------------------------------------------
 
-IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (LeCun's MNIST format), gzipped or not."""
-    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] not in IDX_DTYPES:
-        raise DatasetUnavailable(f"{path} is not an IDX file")
-    ndim = raw[3]
-    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    data = np.frombuffer(raw, dtype=IDX_DTYPES[raw[2]], offset=4 + 4 * ndim)
-    if data.size != np.prod(shape):
-        raise DatasetUnavailable(f"{path} is truncated: header says {shape}, found {data.size} values")
-    return data.reshape(shape).astype(data.dtype.newbyteorder("="))
-
-
 def _idx_arrays(images: tuple[np.ndarray, np.ndarray], labels: tuple[np.ndarray, np.ndarray], classes: Sequence[str]) -> Arrays:
     return {
         "x_train": images[0][:, None], "y_train": labels[0],
@@ -271,8 +252,8 @@ def _read_mnist(source: Source) -> Arrays:
 
 
 def _system_idx(folder: Path) -> Arrays | None:
-    found = [next((p for p in (folder / f"{n}.gz", folder / n) if p.is_file()), None) for n in IDX_FILES]
-    if None in found:
+    found = find_idx(folder)
+    if found is None:
         return None
     images, labels = [read_idx(p) for p in found[0::2]], [read_idx(p) for p in found[1::2]]
     return _idx_arrays((images[0], images[1]), (labels[0], labels[1]), torchvision.datasets.FashionMNIST.classes)
