@@ -100,9 +100,8 @@ def make_labels(spec: ResolvedSpec, dataset: LoadedData) -> JobLabels:
         matrix=noise.matrix or None,
     )
     corrupted = noisy != clean
-    n = spec.train_size
-    order = balanced_order(noisy, spec.seed)[:n]
-    n_val = round(spec.validation_split * n)
+    order = balanced_order(noisy, spec.seed)[: spec.train_size]
+    n_val = spec.validation_samples
     return JobLabels(clean, noisy, corrupted, np.sort(order[n_val:]), np.sort(order[:n_val]))
 
 

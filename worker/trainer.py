@@ -203,16 +203,26 @@ def train(
         metrics = train_epoch(state, data, loss_fn, callbacks, epoch)
         if metrics is None:
             return TrainResult(state, stopped=True)
-        check_finite(state, metrics["train_loss"], epoch)
-        metrics.update(evaluate_epoch(state.model, data, spec))
-        state.scheduler.step()
-        metrics["epoch_seconds"] = time.perf_counter() - started
-        state.epoch = epoch
-        state.history.append(metrics)
-        state.best_test_accuracy = max(state.best_test_accuracy or 0.0, metrics["test_acc"])
-        for callback in callbacks:
-            callback.on_epoch_end(state, metrics)
+        end_epoch(state, data, metrics, callbacks, time.perf_counter() - started)
     return TrainResult(state, stopped=False)
+
+
+def end_epoch(
+    state: TrainState, data: PreparedData, metrics: dict[str, Any], callbacks: Sequence[Callback], train_seconds: float
+) -> None:
+    """Check, evaluate and record the epoch `metrics["epoch"]` just trained, then tell the callbacks.
+    epoch_seconds is `train_seconds` (the training pass) plus the evaluation's."""
+    started = time.perf_counter()
+    epoch = metrics["epoch"]
+    check_finite(state, metrics["train_loss"], epoch)
+    metrics.update(evaluate_epoch(state.model, data, state.spec))
+    state.scheduler.step()
+    metrics["epoch_seconds"] = train_seconds + time.perf_counter() - started
+    state.epoch = epoch
+    state.history.append(metrics)
+    state.best_test_accuracy = max(state.best_test_accuracy or 0.0, metrics["test_acc"])
+    for callback in callbacks:
+        callback.on_epoch_end(state, metrics)
 
 
 def check_finite(state: TrainState, train_loss: float, epoch: int) -> None:
@@ -265,29 +275,51 @@ def train_epoch(
     for b, (start, end) in enumerate(bounds):
         if any(c.should_stop() for c in callbacks):
             return None
-        index = draws["order"][start:end]
-        batch = {k: v[start:end] for k, v in draws.items() if k != "order"}
-        x = standardize(augment(data.x_train[index], batch), mean, std)
-        y = data.y_train[index]
+        x, y = batch_inputs(data, draws, start, end, mean, std)
         with autocast(device, spec.precision):
             logits = model(x)
         loss = loss_fn(logits.float(), y)
-        objective = loss + spec.l1 * sum(p.abs().sum() for p in params) if spec.l1 > 0 else loss
         optimizer.zero_grad(set_to_none=True)
-        objective.backward()
-        if spec.grad_clip > 0:
-            nn.utils.clip_grad_norm_(params, spec.grad_clip, foreach=True)
-        optimizer.step()
-        state.step += 1
+        with_l1(loss, spec, params).backward()
+        optimizer_step(state, params)
         loss_sum += loss.detach() * len(y)
-        due = [c for c in loggers if state.step % c.log_every == 0]
-        if due:
-            step = {"epoch": epoch, "step": state.step, "batch": b + 1, "batches": len(bounds), "loss": loss.item(), "lr": lr}
-            for callback in due:
-                callback.on_step(state, step)
+        log_step(state, loggers, epoch, b + 1, len(bounds), lr, loss)
     train_loss = loss_sum.item() / n  # waits for the device, so the time below is honest
     seconds = time.perf_counter() - started
     return {"epoch": epoch, "train_loss": train_loss, "lr": lr, "samples_per_second": n / seconds}
+
+
+def batch_inputs(
+    data: PreparedData, draws: dict[str, Tensor], start: int, end: int, mean: Tensor, std: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Positions [start, end) of the epoch's order: standardized, augmented images and their labels."""
+    index = draws["order"][start:end]
+    batch = {k: v[start:end] for k, v in draws.items() if k != "order"}
+    return standardize(augment(data.x_train[index], batch), mean, std), data.y_train[index]
+
+
+def with_l1(loss: Tensor, spec: ResolvedSpec, params: Sequence[Tensor]) -> Tensor:
+    """The objective minimized: the loss, plus the L1 penalty when the spec asks for one."""
+    return loss + spec.l1 * sum(p.abs().sum() for p in params) if spec.l1 > 0 else loss
+
+
+def optimizer_step(state: TrainState, params: Sequence[Tensor]) -> None:
+    """Clip the gradients (when the spec asks) and take one optimizer step."""
+    if state.spec.grad_clip > 0:
+        nn.utils.clip_grad_norm_(params, state.spec.grad_clip, foreach=True)
+    state.optimizer.step()
+    state.step += 1
+
+
+def log_step(
+    state: TrainState, loggers: Sequence[Callback], epoch: int, batch: int, batches: int, lr: float, loss: Tensor
+) -> None:
+    """A `step` event for the callbacks whose log_every divides the step just taken."""
+    due = [c for c in loggers if state.step % c.log_every == 0]
+    if due:
+        step = {"epoch": epoch, "step": state.step, "batch": batch, "batches": batches, "loss": loss.item(), "lr": lr}
+        for callback in due:
+            callback.on_step(state, step)
 
 
 def autocast(device: torch.device, precision: str) -> torch.autocast:
