@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 from shared.spec import ResolvedSpec
 
-FUSED_MODELS = frozenset({"cnn4", "cnn8", "resnet34", "resnet50"})
-"""The networks worker/fused.py has a wide form of (a test checks that it does)."""
+FUSED_MODELS = frozenset({"cnn4", "cnn8", "resnet34", "resnet50", "imagenet-resnet50"})
+"""The networks worker/fused.py has a wide form of (a test checks that it does); a network
+registered later trains alone until it has one."""
 
 SHARED_FIELDS = ("dataset", "model", "batch_size", "training_samples", "augment", "precision")
 """What every run of a group has in common."""

@@ -14,8 +14,11 @@ its lease went to another worker), GIVE_BACK (a service was down and attempts ar
 task is retried with backoff and resumes from resume.pt), anything else (killed, e.g. out of
 memory): its lease lapses and the API's reaper requeues the job.
 
-Each taken job has its own training process and lease loop, so running several jobs on one
-worker is a matter of the pool's concurrency.
+Each taken job has its own lease loop. A job of a sweep brings along up to
+settings.fuse_max_runs - 1 queued jobs of its sweep that can train with it (shared.fusion),
+each taken under its own lease, into one training process that trains them together
+(worker.fused); NOISYFIT_FUSE=false trains every job alone. Running several training
+processes on one worker is a matter of the pool's concurrency.
 """
 
 import ctypes
@@ -28,6 +31,7 @@ import signal
 import socket
 import sys
 import threading
+from contextlib import ExitStack
 from datetime import datetime, timedelta
 from multiprocessing.process import BaseProcess
 
@@ -78,21 +82,30 @@ def dispatch(job_id: str) -> None:
             return
         if taken != job_id:
             log.info("job %s: its message took job %s, whose turn it was", job_id, taken)
-        job = session.get(Job, taken)
-        job_id, attempt = taken, job.attempts
-        time_up, limit = scheduling.deadline(job, settings)
-    process = _processes.Process(target=_train, args=(job_id, worker_id, logging.getLogger().getEffectiveLevel()),
+        group = [taken, *jobs.take_siblings(session, taken, worker_id, settings)]
+        if len(group) > 1:
+            log.info("job %s: took %d queued jobs of its sweep to train with it: %s", taken, len(group) - 1,
+                     ", ".join(group[1:]))
+        started = [session.get(Job, member) for member in group]
+        job_id, attempt = taken, started[0].attempts
+        deadlines = [scheduling.deadline(job, settings) for job in started]
+    process = _processes.Process(target=_train, args=(group, worker_id, logging.getLogger().getEffectiveLevel()),
                                  name=f"train-{job_id}")
-    with Lease(job_id, worker_id, settings, engine):
+    with ExitStack() as leases:
+        for member in group:
+            leases.enter_context(Lease(member, worker_id, settings, engine))
         process.start()
         log.info("job %s: attempt %d as %s, training in process %d", job_id, attempt, worker_id, process.pid)
+        time_up = max(time for time, _ in deadlines)  # each job stops itself at its own
         if not _join_by(process, time_up + timedelta(seconds=settings.time_limit_grace_s)):
-            _fail_overrun(job_id, worker_id, limit, settings, engine)
+            for member, (_, limit) in zip(group, deadlines):
+                _fail_overrun(member, worker_id, limit, settings, engine)
             return
     if process.exitcode == GIVE_BACK:
         raise GivenBack(f"job {job_id}: a service could not be reached; retried later, resuming from its checkpoint")
     if process.exitcode != 0:
-        _report_crash(process.exitcode, job_id, worker_id, engine)
+        for member in group:
+            _report_crash(process.exitcode, member, worker_id, engine)
 
 
 def _join_by(process: BaseProcess, moment: datetime) -> bool:
@@ -107,12 +120,14 @@ def _join_by(process: BaseProcess, moment: datetime) -> bool:
 
 def _fail_overrun(job_id: str, worker_id: str, limit: int, settings: Settings, engine: Engine) -> None:
     """The training process outlived its job's time limit by the grace period (stuck outside a
-    step, where it checks its limit itself): it was killed, and the job fails as over time."""
-    log.error("job %s: its training process ran %.0f s past the time limit of %d s and was killed",
-              job_id, settings.time_limit_grace_s, limit)
+    step, where it checks its limit itself): it was killed, and the job fails as over time
+    (unless it had finished: a job trained with others may end before them)."""
     with Session(engine) as session:
-        jobs.finish(session, job_id, worker_id, JobStatus.failed, settings,
-                    error=scheduling.time_limit_error(limit, settings))
+        failed = jobs.finish(session, job_id, worker_id, JobStatus.failed, settings,
+                             error=scheduling.time_limit_error(limit, settings))
+    if failed:
+        log.error("job %s: its training process ran %.0f s past the time limit of %d s and was killed",
+                  job_id, settings.time_limit_grace_s, limit)
 
 
 class Lease:
@@ -163,13 +178,13 @@ def _report_crash(exitcode: int | None, job_id: str, worker_id: str, engine: Eng
                     job_id, ending)
 
 
-def _train(job_id: str, worker_id: str, log_level: int) -> None:
+def _train(job_ids: list[str], worker_id: str, log_level: int) -> None:
     """The training process: dies with its parent, logs as the worker does, trains, exits."""
     _die_with_parent()
     logging.basicConfig(level=log_level, format=LOG_FORMAT)
-    from worker.tasks import run_taken_job  # torch: only here (the fork server imported it already)
+    from worker.tasks import run_taken_jobs  # torch: only here (the fork server imported it already)
 
-    sys.exit(run_taken_job(job_id, worker_id))
+    sys.exit(run_taken_jobs(job_ids, worker_id))
 
 
 def _die_with_parent() -> None:

@@ -2,15 +2,14 @@
 
 On CPU, run by run (the CPU default), each run equals the run alone bit for bit: weights,
 batch-norm statistics, optimizer state, every epoch's figures and artifacts. The wide model
-(grouped convolutions, the CUDA default) agrees within a stated tolerance. The CUDA tests need
-a GPU (bench/gpu_check.sh runs them on one); without one they say so in one line.
+(grouped convolutions, the CUDA default) agrees within a stated tolerance. The CUDA tests are
+in test_fused_cuda.py.
 """
 
 import dataclasses
 import io
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -23,14 +22,11 @@ from worker.fused import WideNet, train_fused
 from worker.models import build_model
 from worker.runner import make_labels, prepare_data, run_job, run_jobs_fused
 from worker.sinks import LocalSink
-from worker.trainer import Callback, PreparedData, TrainResult, standardize, train
+from worker.trainer import Callback, TrainResult, standardize, train
 
 TIMING = {"epoch_seconds", "samples_per_second"}
 WIDE_WEIGHTS_ATOL = 1e-2  # wide vs alone, after 2 epochs of 400 samples: the largest weight difference
 WIDE_ACCURACY_SAMPLES = 2  # ... and the most test samples on which the accuracies may differ
-CUDA_WEIGHTS_ATOL = 5e-2  # on CUDA (TF32 convolutions, cuDNN's own algorithms), wide or run by run
-CUDA_ACCURACY_SHARE = 0.02
-NO_CUDA = "CUDA tests did not run: no CUDA device here (bench/gpu_check.sh runs them on a GPU)"
 
 
 @pytest.fixture(scope="module")
@@ -225,16 +221,16 @@ def test_fusable_groups_runs_of_one_shape_and_says_why_others_are_apart():
 
 
 def test_a_network_without_a_wide_form_trains_alone():
-    spec = resolve_spec(JobSpec(dataset="cifar10", model="imagenet-resnet50", train_size=1000))
-    (group,) = fusable([spec], max_runs=4)
-    assert group.members == (0,) and "model imagenet-resnet50 has no wide form" in group.reason
-    assert mismatch(spec, spec) == group.reason
+    spec = spec_for().model_copy(update={"model": "vit"})  # a network registered later, without one
+    (group,) = fusable([spec, spec_for()], max_runs=4)[:1]
+    assert group.members == (0,) and "model vit has no wide form" in group.reason
+    assert mismatch(spec_for(), spec) == group.reason
 
 
 @pytest.mark.parametrize("name", sorted(FUSED_MODELS))
 def test_every_network_named_fusable_has_a_wide_form_that_computes_each_runs_function(name):
     """Forward and backward of the wide model against each run's own, in training mode."""
-    channels, size, classes = (1, 28, 10) if name == "cnn4" else (3, 32, 100)
+    channels, size, classes = (1, 28, 10) if name == "cnn4" else (3, 32, 100)  # imagenet-resnet50 too: 32 px
     models = []
     for seed in (0, 1):
         torch.manual_seed(seed)
@@ -248,35 +244,6 @@ def test_every_network_named_fusable_has_a_wide_form_that_computes_each_runs_fun
     alone_grads = torch.autograd.grad(sum(z.square().sum() for z in alone_out), [p for m in models for p in m.parameters()])
     for a, b in zip(alone_out, wide_out):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+    scale = max(g.abs().max().item() for g in alone_grads)  # float rounding, against the largest gradient
     for a, b in zip(alone_grads, wide_grads):
-        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-3)
-
-
-# CUDA
-
-
-def synthetic(n: int, n_test: int, seed: int, channels: int = 3, size: int = 32) -> PreparedData:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 256, (n + n_test, channels, size, size), dtype=torch.uint8, generator=g)
-    y = torch.randint(0, 10, (n + n_test,), generator=g)
-    return PreparedData(x[:n], y[:n], x[n:], y[n:], 10, (0.49, 0.48, 0.45)[:channels], (0.25,) * channels)
-
-
-def test_cuda_runs_trained_together_agree_with_each_run_alone_wide_or_not_and_train_in_bf16():
-    """One test, so that a machine without CUDA says in one line that these did not run."""
-    if not torch.cuda.is_available():
-        pytest.skip(NO_CUDA)
-    specs = [resolve_spec(JobSpec(dataset="cifar10", epochs=2, train_size=1000, loss=loss, seed=seed))
-             for loss, seed in (("ce", 0), ("nce+rce", 1), ("gce", 2))]
-    datas = [synthetic(1000, 500, seed) for seed in range(3)]
-    alone = [train(spec, data, device="cuda") for spec, data in zip(specs, datas)]
-    for wide in (False, True):
-        together = train_fused(specs, datas, device="cuda", wide=wide)
-        for a, b in zip(alone, together):
-            assert isinstance(b, TrainResult) and b.state.step == a.state.step, (wide, b)
-            assert largest_weight_difference(a.model, b.model) <= CUDA_WEIGHTS_ATOL, wide
-            for ma, mb in zip(a.history, b.history):
-                assert abs(ma["test_acc"] - mb["test_acc"]) <= CUDA_ACCURACY_SHARE, wide
-    bf16 = [spec.model_copy(update={"precision": "bf16"}) for spec in specs]
-    together = train_fused(bf16, datas, device="cuda")
-    assert all(isinstance(r, TrainResult) and np.isfinite(r.history[-1]["train_loss"]) for r in together)
+        torch.testing.assert_close(b, a, rtol=1e-2, atol=1e-4 * scale)
