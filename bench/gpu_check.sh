@@ -31,8 +31,10 @@ fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 
 failed=0
+scale=1  # the limits are the GPU's; the CPU rehearsal gets four times as long
+$cpu && scale=4
 step() {  # step SECONDS TITLE COMMAND...: one step, its output to the console and the log
-    local limit=$1 title=$2
+    local limit=$(($1 * scale)) title=$2
     shift 2
     echo "== $title" | tee -a "$log"
     local started=$SECONDS
@@ -47,7 +49,7 @@ if $cpu; then
     device=cpu
     bench_trainer=(--train-size 256 --rounds 1)
     paper_run=(--epochs 1 --train-size 128 --test-size 64)
-    sweep=(--runs 2 --train-size 256 --test-size 128 --epochs 1 --procs 2)
+    sweep=(--runs 2 --train-size 128 --test-size 32 --epochs 1 --procs 2)
 else
     run=("$python")
     device=cuda

@@ -14,8 +14,9 @@ The forward pass has two forms (`wide`):
 
 - wide (the CUDA default), as HFTA does (Wang et al., MLSys 2021): the N runs' convolutions
   become one convolution with groups=N over their channels side by side ([B, N·C, H, W]), their
-  batch norms one over N·C channels, and each run's classifier head reads its own channels. One
-  kernel does the work of N small ones, which a GPU needs to be busy. The wide model holds no
+  batch norms one over N·C channels, and each run's classifier head reads its own channels; the
+  epoch's evaluation scores the runs side by side too. One kernel does the work of N small ones,
+  which a GPU needs to be busy. The wide model holds no
   weights: each step concatenates the runs' parameters (a copy of a few MB). The grouped
   kernels round differently from the ungrouped ones a run alone uses (on CPU, oneDNN's grouped
   weight gradient sums in another order, and a 1-channel input takes another kernel), so a
@@ -53,12 +54,16 @@ from worker.trainer import (
     autocast,
     batch_bounds,
     batch_inputs,
+    check_finite,
     default_device,
     end_epoch,
     epoch_draws,
+    epoch_figures,
+    evaluation_sets,
     log_step,
     new_state,
     optimizer_step,
+    standardize,
     with_l1,
 )
 
@@ -267,6 +272,7 @@ class Run:
     draws: dict[str, Tensor] = field(default_factory=dict)  # the epoch's
     loss_sum: Tensor | None = None  # the epoch's, weighted by batch size
     loss: Tensor | None = None  # the last step's
+    lr: float = 0.0  # the epoch's
 
     @property
     def spec(self) -> ResolvedSpec:
@@ -342,9 +348,9 @@ def _train_epoch(runs: list[Run], wide: bool) -> list[Run]:
         epoch = run.state.epoch + 1
         run.draws = {k: v.to(device) for k, v in epoch_draws(run.spec.seed, epoch, n, run.spec.augment).items()}
         run.loss_sum = torch.zeros((), device=device)
+        run.lr = run.state.optimizer.param_groups[0]["lr"]
         run.state.model.train()
     bounds = batch_bounds(n, batch_size)
-    lrs = [run.state.optimizer.param_groups[0]["lr"] for run in runs]
     group = group_model([run.state.model for run in runs], wide).train()
     started = time.perf_counter()
     for b, (start, end) in enumerate(bounds):
@@ -353,22 +359,72 @@ def _train_epoch(runs: list[Run], wide: bool) -> list[Run]:
             sync(group)
             for run in leaving:
                 run.outcome = run.outcome or TrainResult(run.state, stopped=True)
-            lrs = [lr for run, lr in zip(runs, lrs) if run.outcome is None]
             runs = [run for run in runs if run.outcome is None]
             if not runs:
                 return runs
             group = group_model([run.state.model for run in runs], wide).train()
         _step(runs, group, start, end, mean, std)
-        for run, lr in zip(runs, lrs):
+        for run in runs:
             loggers = [c for c in run.callbacks if c.log_every > 0]
-            _guard(run, log_step, run.state, loggers, run.state.epoch + 1, b + 1, len(bounds), lr, run.loss)
+            _guard(run, log_step, run.state, loggers, run.state.epoch + 1, b + 1, len(bounds), run.lr, run.loss)
     sync(group)
     train_loss = [run.loss_sum.item() / n for run in runs]  # waits for the device: the time is honest
     seconds = time.perf_counter() - started
-    for run, lr, loss in zip(runs, lrs, train_loss):
-        metrics = {"epoch": run.state.epoch + 1, "train_loss": loss, "lr": lr, "samples_per_second": n / seconds}
-        _guard(run, end_epoch, run.state, run.data, metrics, run.callbacks, seconds)
+    metrics = {}
+    for run, loss in zip(runs, train_loss):
+        metrics[id(run)] = {"epoch": run.state.epoch + 1, "train_loss": loss, "lr": run.lr,
+                            "samples_per_second": n / seconds}
+        _guard(run, check_finite, run.state, loss, run.state.epoch + 1)
+    runs = [run for run in runs if run.outcome is None]
+    started = time.perf_counter()
+    figures = evaluate_wide(runs, mean, std) if wide else [None for _ in runs]
+    seconds += time.perf_counter() - started
+    for run, figure in zip(runs, figures):
+        _guard(run, end_epoch, run.state, run.data, metrics[id(run)], run.callbacks, seconds, figure)
     return [run for run in runs if run.outcome is None]
+
+
+@torch.inference_mode()
+def evaluate_wide(runs: list[Run], mean: Tensor, std: Tensor) -> list[dict[str, Any]]:
+    """Each run's evaluation figures (worker.trainer.epoch_figures), the runs' models scoring as
+    one wide model every evaluation set that has one size across them (the shared test set; the
+    training sets, of one size in a group; the validation sets of one size)."""
+    for run in runs:
+        run.state.model.eval()
+    sets = [evaluation_sets(run.data) for run in runs]
+    scores: list[dict[str, tuple[Tensor, Tensor]]] = [{} for _ in runs]
+    for name in dict.fromkeys(name for own in sets for name in own):
+        by_size: dict[int, list[int]] = {}
+        for i, own in enumerate(sets):
+            if name in own:
+                by_size.setdefault(len(own[name][1]), []).append(i)
+        for members in by_size.values():
+            wide = WideNet([runs[i].state.model for i in members]).eval()
+            scored = _predict_wide(wide, [sets[i][name] for i in members], runs[members[0]].spec, mean, std)
+            for i, score in zip(members, scored):
+                scores[i][name] = score
+    return [epoch_figures(run.data, score) for run, score in zip(runs, scores)]
+
+
+def _predict_wide(
+    wide: WideNet, sets: list[tuple[Tensor, Tensor]], spec: ResolvedSpec, mean: Tensor, std: Tensor
+) -> list[tuple[Tensor, Tensor]]:
+    """Per run: the cross-entropy of each sample's label and its predicted class, as
+    worker.trainer.predict gives them; a set that several runs share is standardized once."""
+    out: list[tuple[list[Tensor], list[Tensor]]] = [([], []) for _ in sets]
+    for start in range(0, len(sets[0][1]), spec.eval_batch_size):
+        end = start + spec.eval_batch_size
+        batches: dict[int, Tensor] = {}
+        for x, _ in sets:
+            if id(x) not in batches:
+                batches[id(x)] = standardize(x[start:end], mean, std)
+        with autocast(mean.device, spec.precision):
+            logits = wide([batches[id(x)] for x, _ in sets])
+        for (losses, predicted), z, (_, y) in zip(out, logits, sets):
+            log_p = z.float().log_softmax(1)
+            losses.append(F.nll_loss(log_p, y[start:end], reduction="none"))
+            predicted.append(log_p.max(1).indices)
+    return [(torch.cat(losses), torch.cat(predicted)) for losses, predicted in out]
 
 
 def _wants_stop(run: Run) -> bool:

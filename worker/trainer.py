@@ -208,14 +208,16 @@ def train(
 
 
 def end_epoch(
-    state: TrainState, data: PreparedData, metrics: dict[str, Any], callbacks: Sequence[Callback], train_seconds: float
+    state: TrainState, data: PreparedData, metrics: dict[str, Any], callbacks: Sequence[Callback], train_seconds: float,
+    figures: dict[str, Any] | None = None,
 ) -> None:
     """Check, evaluate and record the epoch `metrics["epoch"]` just trained, then tell the callbacks.
-    epoch_seconds is `train_seconds` (the training pass) plus the evaluation's."""
+    `figures`: the evaluation's, when made already. epoch_seconds is `train_seconds` (the
+    training pass, and that evaluation) plus the evaluation's here."""
     started = time.perf_counter()
     epoch = metrics["epoch"]
     check_finite(state, metrics["train_loss"], epoch)
-    metrics.update(evaluate_epoch(state.model, data, state.spec))
+    metrics.update(figures if figures is not None else evaluate_epoch(state.model, data, state.spec))
     state.scheduler.step()
     metrics["epoch_seconds"] = train_seconds + time.perf_counter() - started
     state.epoch = epoch
@@ -357,13 +359,26 @@ def _channels_last_grad(module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Te
 
 
 def evaluate_epoch(model: nn.Module, data: PreparedData, spec: ResolvedSpec) -> dict[str, Any]:
-    def score(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        losses, predicted, _ = predict(model, x, y, data.mean, data.std, spec.eval_batch_size, spec.precision)
-        return losses, predicted
+    scores = {
+        name: predict(model, x, y, data.mean, data.std, spec.eval_batch_size, spec.precision)[:2]
+        for name, (x, y) in evaluation_sets(data).items()
+    }
+    return epoch_figures(data, scores)
 
-    test_losses, test_predicted = score(data.x_test, data.y_test)
+
+def evaluation_sets(data: PreparedData) -> dict[str, tuple[Tensor, Tensor]]:
+    """What an epoch's evaluation scores: the test set, the training set, the validation set if any."""
+    sets = {"test": (data.x_test, data.y_test), "train": (data.x_train, data.y_train)}
+    if data.y_val is not None and len(data.y_val):
+        sets["val"] = (data.x_val, data.y_val)
+    return sets
+
+
+def epoch_figures(data: PreparedData, scores: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Any]:
+    """The epoch's evaluation figures from each evaluation set's per-sample losses and predictions."""
+    test_losses, test_predicted = scores["test"]
     metrics = {"test_loss": test_losses.mean().item(), "test_acc": _share(test_predicted == data.y_test)}
-    _, predicted = score(data.x_train, data.y_train)
+    _, predicted = scores["train"]
     metrics["train_acc"] = _share(predicted == data.y_train)
     metrics["memorized"] = metrics["true_label_acc_on_corrupted"] = None
     if data.y_train_clean is not None:
@@ -371,8 +386,8 @@ def evaluate_epoch(model: nn.Module, data: PreparedData, spec: ResolvedSpec) -> 
         if corrupted.any():
             metrics["memorized"] = _share((predicted == data.y_train)[corrupted])
             metrics["true_label_acc_on_corrupted"] = _share((predicted == data.y_train_clean)[corrupted])
-    if data.y_val is not None and len(data.y_val):
-        val_losses, val_predicted = score(data.x_val, data.y_val)
+    if "val" in scores:
+        val_losses, val_predicted = scores["val"]
         metrics["val_loss"] = val_losses.mean().item()
         metrics["val_acc"] = _share(val_predicted == data.y_val)
     return metrics
