@@ -7,10 +7,10 @@
                 ("fused-loop", bit for bit the run alone) and as one wide model ("fused-wide")
 
 Only training and per-epoch evaluation are timed (each mode's data is ready before its clock
-starts). It prints the wall time of each mode and its speed-up over sequential, then checks
-that every mode gives every run the same results: the final test accuracy and the largest
-weight difference against the sequential run (0 means bit for bit). Exit code 1 when a result
-differs beyond worker/fused.py's stated tolerance.
+starts; an untimed warm-up creates the kernels first). It prints the wall time of each mode and
+its speed-up over sequential, then checks that every mode gives every run the same results:
+fused-loop bit for bit on CPU, every mode the final test accuracy of sequential within
+ACCURACY_TOLERANCE; the weight difference is printed. Exit code 1 when a result differs.
 
     python bench/sweep_modes.py                                     # Fashion-MNIST, cnn4, CPU
     python bench/sweep_modes.py --dataset cifar10-synthetic --device cuda --runs 8 --train-size 10000
@@ -37,7 +37,10 @@ from worker.trainer import PreparedData, TrainResult, train  # noqa: E402
 
 LOSSES = ("ce", "nce+rce", "gce", "sce", "nce+mae", "fl", "mae", "ngce+rce")
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-WIDE_WEIGHTS_ATOL = 5e-2  # tests/engine/test_fused.py's CUDA tolerance: the loosest stated
+ACCURACY_TOLERANCE = 0.01
+"""Runs whose sums are taken in another order (the wide model's grouped kernels, another number
+of threads when packed, cuDNN's own choices) drift apart as they train, as any run does from a
+rounding change; their final test accuracies stay this close."""
 MODES = ("sequential", "packed", "fused-loop", "fused-wide")
 
 Outcome = dict[str, Any]  # per run: "weights" (state dict on the CPU), "history"
@@ -121,8 +124,23 @@ def packed(args: argparse.Namespace, specs: list[ResolvedSpec]) -> tuple[float, 
         return seconds, [torch.load(f"{folder}/{i}.pt", weights_only=True) for i in range(len(specs))]
 
 
-def largest_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+def warm_up(args: argparse.Namespace, specs: list[ResolvedSpec], datas: list[PreparedData]) -> None:
+    """Two batches of one epoch alone and together, untimed: the first mode timed would
+    otherwise pay for creating the kernels (oneDNN primitives, cuDNN plans) of the rest."""
+    size = 2 * specs[0].batch_size
+    short = [s.model_copy(update={"epochs": 1, "train_size": size, "validation_split": 0.0}) for s in specs]
+    small = [dataclasses.replace(d, x_train=d.x_train[:size], y_train=d.y_train[:size], x_val=None, y_val=None,
+                                 y_train_clean=None, x_test=d.x_test[:size], y_test=d.y_test[:size]) for d in datas]
+    train(short[0], small[0], device=args.device)
+    for wide in (False, True):
+        train_fused(short, small, device=args.device, wide=wide)
+
+
+def relative_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """‖a − b‖ / ‖a‖ over every weight (the parameters, not the batch norms' statistics)."""
+    names = [k for k in a if a[k].is_floating_point() and "running_" not in k]
+    difference = sum((a[k].double() - b[k].double()).square().sum() for k in names).sqrt()
+    return (difference / sum(a[k].double().square().sum() for k in names).sqrt()).item()
 
 
 TABLE2_RUNS, TABLE2_EPOCHS, CIFAR10_TRAIN, CIFAR10_TEST = 135, 120, 50_000, 10_000
@@ -161,6 +179,7 @@ def main() -> int:
     print(f"{args.dataset}: {specs[0].model}, {len(specs)} runs ({', '.join(f'{s.loss}/seed {s.seed}' for s in specs)}), "
           f"{specs[0].training_samples} samples, {args.epochs} epochs, batch {specs[0].batch_size}, "
           f"device {args.device}, {torch.get_num_threads()} threads")
+    warm_up(args, specs, datas)
     seconds: dict[str, float] = {}
     outcomes: dict[str, list[Outcome]] = {}
     for mode in modes:
@@ -182,19 +201,22 @@ def main() -> int:
               f"speed-up over {reference}: {ratio:.2f}×")
     if args.table2:
         print_table2(seconds, specs, args)
+    exact = {"fused-loop"} if args.device == "cpu" else set()
     failed = False
     print("run  " + "  ".join(f"{mode + ' acc / Δw':>26}" for mode in modes))
-    for i, spec in enumerate(specs):
+    for i in range(len(specs)):
         base = outcomes[reference][i]
         cells = []
         for mode in modes:
-            difference = largest_difference(base["weights"], outcomes[mode][i]["weights"])
+            difference = relative_difference(base["weights"], outcomes[mode][i]["weights"])
             accuracy = outcomes[mode][i]["history"][-1]["test_acc"]
-            failed |= difference > WIDE_WEIGHTS_ATOL or abs(accuracy - base["history"][-1]["test_acc"]) > 0.02
+            failed |= abs(accuracy - base["history"][-1]["test_acc"]) > ACCURACY_TOLERANCE
+            failed |= mode in exact and difference != 0.0
             cells.append(f"{accuracy:.4f} / {difference:.1e}")
         print(f"{i:3d}  " + "  ".join(f"{cell:>26}" for cell in cells))
-    print("results: " + ("DIFFER beyond the stated tolerance" if failed else
-                         "the same in every mode (Δw: largest weight difference against sequential; 0 is bit for bit)"))
+    print(f"Δw: ‖w − w_{reference}‖ / ‖w_{reference}‖ over the weights (0: bit for bit)")
+    print("results: " + ("DIFFER" if failed else "the same") + f" ({', '.join(sorted(exact)) or 'no mode'} bit for bit "
+          f"as {reference}; every mode's final test accuracy within {ACCURACY_TOLERANCE:.0%} of it)")
     return 1 if failed else 0
 
 
