@@ -16,14 +16,14 @@ The forward pass has two forms (`wide`):
   become one convolution with groups=N over their channels side by side ([B, N·C, H, W]), their
   batch norms one over N·C channels, and each run's classifier head reads its own channels; the
   epoch's evaluation scores the runs side by side too. One kernel does the work of N small ones,
-  which a GPU needs to be busy. The wide model holds no
-  weights: each step concatenates the runs' parameters (a copy of a few MB). The grouped
+  which a GPU needs to be busy. The wide model holds no weights: each step concatenates the
+  runs' parameters (a copy of a few MB). The grouped
   kernels round differently from the ungrouped ones a run alone uses (on CPU, oneDNN's grouped
   weight gradient sums in another order, and a 1-channel input takes another kernel), so a
   wide run agrees with the run alone within float tolerance, not bit for bit.
 - run by run (the CPU default): each run's own model on its own batch. Bit for bit the run
   alone; on a CPU, whose cores one run keeps busy, the wide kernels are no faster
-  (bench/README.md), and the group still shares one process and one data set in memory.
+  (bench/README.md, where vmap is measured too), and the group still shares one process.
 
 A run that stops (its callbacks ask), diverges or fails in a callback leaves the group; the
 others go on. Runs may start at different epochs (resumed) and end at different epochs.
@@ -291,7 +291,7 @@ def train_fused(
     wide: bool | None = None,
 ) -> list[TrainResult | Exception]:
     """Train the runs `specs` (each on its `datas[i]`, with its `callbacks[i]`, resuming from
-    its `resumes[i]`) as one wide model; per run, what worker.trainer.train would return for it
+    its `resumes[i]`) together; per run, what worker.trainer.train would return for it
     alone, or the exception that ended it alone (Diverged, a callback's error). An error of the
     whole group (out of memory) is raised. `wide`: one wide model, or each run's own (module
     docstring); by default wide on CUDA only."""
