@@ -67,3 +67,17 @@ def test_jobs_of_another_user_or_sweep_are_not_taken(session, db_settings):
     assert jobs.start_attempt(session, mine[0], "w1", db_settings)
     assert jobs.take_siblings(session, mine[0], "w1", db_settings) == [mine[1]]
     assert all(job(session, i).status == JobStatus.queued for i in theirs + other_sweep)
+
+
+def test_a_sibling_that_does_not_fit_stays_queued_and_no_more_are_taken(session, db_settings):
+    ids = sweep_jobs(session, db_settings, {"seed": [0, 1, 2, 3]})
+    assert jobs.start_attempt(session, ids[0], "w1", db_settings)
+    asked = []
+
+    def fits(job_id, spec):  # room for one more run (a GPU worker's memory: worker.packing)
+        asked.append((job_id, spec.seed))
+        return len(asked) < 2
+
+    assert jobs.take_siblings(session, ids[0], "w1", db_settings, fits) == [ids[1]]
+    assert asked == [(ids[1], 1), (ids[2], 2)]
+    assert all(job(session, i).status == JobStatus.queued and job(session, i).attempts == 0 for i in ids[2:])

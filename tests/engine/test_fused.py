@@ -157,6 +157,20 @@ def test_runs_resumed_at_different_epochs_train_together_to_the_uninterrupted_we
     assert_equal_runs(alone[1], resumed)
 
 
+def test_without_evaluation_runs_trained_together_equal_each_run_alone_without_it(runs):
+    """The path cross-fitting's models take (worker.cross_fit): training figures only."""
+    specs, datas, _ = runs
+    alone = [train(spec, data, device="cpu", evaluate=False) for spec, data in zip(specs[:2], datas[:2])]
+    for wide in (False, True):
+        together = train_fused(specs[:2], datas[:2], device="cpu", wide=wide, evaluate=False)
+        for a, b in zip(alone, together):
+            assert b.best_test_accuracy is None and b.final_val_accuracy is None
+            assert [set(m) for m in b.history] == [{"epoch", "train_loss", "lr", "samples_per_second",
+                                                    "epoch_seconds"}] * 2
+            if not wide:
+                assert_equal_runs(a, b)
+
+
 def test_train_fused_refuses_runs_of_another_shape(runs):
     specs, datas, _ = runs
     with pytest.raises(ValueError, match="run 1 cannot train with run 0: batch_size differs"):
@@ -181,7 +195,9 @@ def test_a_run_trained_together_writes_the_artifacts_of_the_run_alone(fashion, t
             {k: v for k, v in rb.items() if k not in ("timings", "history")}
         assert without_timing(ra["history"]) == without_timing(rb["history"])
         assert ra["final_test_accuracy"] == rb["final_test_accuracy"] and ra["status"] == "succeeded"
-        for name in ("noisy_labels.npz", "suspected_mislabels.csv"):
+        assert {"label_report.json", "label_heatmap.png", "label_probabilities.npz"} <= set(b.list())
+        assert ra["label_quality"] == rb["label_quality"] and ra["final_val_accuracy"] is not None
+        for name in ("noisy_labels.npz", "suspected_mislabels.csv", "label_report.json", "label_probabilities.npz"):
             assert a.get(name) == b.get(name), name
         events = [[{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in s.get("metrics.jsonl").splitlines()]
                   for s in (a, b)]
@@ -218,6 +234,15 @@ def test_fusable_groups_runs_of_one_shape_and_says_why_others_are_apart():
     assert mismatch(specs[0], specs[3]) == "training_samples differs (400 and 396)"
     assert [g.members for g in fusable(specs[:2] * 2, max_runs=3)] == [(0, 1, 2), (3,)]
     assert fusable(specs[:2] * 2, max_runs=3)[0].reason == "at most 3 runs train together"
+
+
+def test_a_run_that_cross_fits_trains_alone_and_deterministic_runs_train_with_their_kind():
+    folds = spec_for(cross_fit_folds=3)
+    (alone, rest) = fusable([folds, spec_for(), spec_for(seed=1)], max_runs=4)
+    assert alone.members == (0,) and "cross_fit_folds is 3" in alone.reason and rest.members == (1, 2)
+    assert mismatch(spec_for(), folds) == alone.reason
+    assert mismatch(spec_for(), spec_for(deterministic=True)) == "deterministic differs (False and True)"
+    assert mismatch(spec_for(deterministic=True), spec_for(deterministic=True, seed=1)) is None
 
 
 def test_a_network_without_a_wide_form_trains_alone():

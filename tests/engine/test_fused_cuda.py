@@ -15,7 +15,7 @@ import torch
 
 from shared.spec import JobSpec, resolve_spec
 from worker.fused import train_fused
-from worker.trainer import PreparedData, TrainResult, train
+from worker.trainer import Callback, PreparedData, TrainResult, train
 
 CUDA_WEIGHTS_ATOL = 5e-2
 CUDA_ACCURACY_SHARE = 0.02
@@ -35,7 +35,7 @@ def largest_weight_difference(a: torch.nn.Module, b: torch.nn.Module) -> float:
     return max((wa[k].float() - wb[k].float()).abs().max().item() for k in wa)
 
 
-def test_cuda_runs_trained_together_agree_with_each_run_alone_wide_or_not_and_train_in_bf16():
+def test_cuda_runs_trained_together_agree_with_each_run_alone_wide_or_not_train_in_bf16_and_deterministically():
     """One test, so that a machine without CUDA says in one line that these did not run."""
     if not torch.cuda.is_available():
         pytest.skip(NO_CUDA)
@@ -53,3 +53,28 @@ def test_cuda_runs_trained_together_agree_with_each_run_alone_wide_or_not_and_tr
     bf16 = [spec.model_copy(update={"precision": "bf16"}) for spec in specs]
     together = train_fused(bf16, datas, device="cuda")
     assert all(isinstance(r, TrainResult) and math.isfinite(r.history[-1]["train_loss"]) for r in together)
+    check_deterministic_runs_trained_together()
+
+
+class SeesDeterminism(Callback):
+    """Whether torch's deterministic algorithms were on at each epoch's end."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_epoch_end(self, state, metrics):
+        self.seen.append(torch.are_deterministic_algorithms_enabled())
+
+
+def check_deterministic_runs_trained_together() -> None:
+    """Deterministic runs train together under worker.trainer.determinism, to the same weights twice."""
+    specs = [resolve_spec(JobSpec(dataset="cifar10", epochs=1, train_size=500, loss=loss, seed=seed,
+                                  deterministic=True)) for loss, seed in (("ce", 0), ("gce", 1))]
+    datas = [synthetic(500, 200, seed) for seed in range(2)]
+    watch = [SeesDeterminism(), SeesDeterminism()]
+    first = train_fused(specs, datas, [[w] for w in watch], device="cuda")
+    second = train_fused(specs, datas, device="cuda")
+    assert [w.seen for w in watch] == [[True], [True]] and not torch.are_deterministic_algorithms_enabled()
+    for a, b in zip(first, second):
+        assert isinstance(a, TrainResult) and isinstance(b, TrainResult), (a, b)
+        assert largest_weight_difference(a.model, b.model) == 0.0
