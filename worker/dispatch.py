@@ -215,7 +215,12 @@ def _take_siblings(session: Session, job: Job, worker_id: str, settings: Setting
             return False
         return admission.join(job.id, need)
 
-    group = jobs.take_siblings(session, job.id, worker_id, settings, fits)
+    try:
+        group = jobs.take_siblings(session, job.id, worker_id, settings, fits)
+    except (ValidationError, OperationalError) as exc:  # its spec unreadable (its process fails it), the database
+        session.rollback()
+        log.warning("job %s: trains alone: its siblings could not be taken (%s)", job.id, exc)
+        return ()  # a sibling taken before the error is requeued once its lease lapses
     if not group:
         return ()
     log.info("job %s: took %d queued jobs of its sweep to train with it: %s", job.id, len(group), ", ".join(group))
