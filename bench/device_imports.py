@@ -37,10 +37,23 @@ class DeviceOnly(importlib.abc.MetaPathFinder):
         if top in ALLOWED or top.startswith("_"):
             return None
         others = (finder for finder in sys.meta_path if finder is not self and hasattr(finder, "find_spec"))
-        if all(finder.find_spec(name, path, target) is None for finder in others):
-            return None
+        if all(finder.find_spec(name, path, target) is None for finder in others) or _probed():
+            return None  # a probe (importlib.util.find_spec) finds it missing, as it is there
         raise ModuleNotFoundError(f"{top} is not on the GPU machine: carry it as a wheel (bench/fetch_wheels.sh) "
                                   "or keep it off this import path", name=top)
+
+
+def _probed() -> bool:
+    """Whether this lookup is a probe for an optional package (importlib.util.find_spec, as
+    torch._dynamo makes for pandas), not an import."""
+    frame = sys._getframe(2)
+    for _ in range(3):
+        if frame is None:
+            return False
+        if frame.f_code.co_name == "find_spec" and frame.f_globals.get("__name__") == "importlib.util":
+            return True
+        frame = frame.f_back
+    return False
 
 
 def main() -> None:
