@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     heartbeat_s: float = 10.0
     # A job handed out this many times without finishing is failed instead of requeued.
     max_attempts: int = 5
+    # A worker that takes a job of a sweep also takes up to fuse_max_runs - 1 queued jobs of that
+    # sweep that can train with it (shared.fusion) and trains them together in one process
+    # (worker.fused): each keeps its own lease, status, events, cancel, artifacts and result,
+    # which are those it gets alone. false: every job trains alone.
+    fuse: bool = True
+    fuse_max_runs: int = Field(8, ge=1, le=64)
     # Celery redelivers an unacknowledged task after this long; longer than any training job.
     visibility_timeout_s: int = 7 * 24 * 3600
     # Request bodies: uploads (POST /v1/datasets) and everything else.

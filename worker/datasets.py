@@ -19,7 +19,7 @@ import torchvision
 
 from shared.errors import DatasetUnavailable
 from shared.idx import find_idx, read_idx
-from shared.versions import ROOT_LABEL, VersionArrays
+from shared.version_arrays import ROOT_LABEL, VersionArrays
 from worker.data_files import CIFAR10_FILES, CIFAR100_FILES, IDX_FILES, SYSTEM_DATA_DIRS, cache_path
 
 DOWNLOAD_HINT = "or set NOISYFIT_ALLOW_DOWNLOAD=true to let the worker download it"

@@ -13,6 +13,8 @@
   free memory less settings.gpu_memory_margin_mib (admits()). A job with no other beside it is
   admitted whatever it needs, as a worker did before packing; if it does not fit, it fails with
   out_of_memory as it did then.
+- A group of runs of one sweep that train together (worker.fused) takes one slot: on a CPU its
+  core group; on a GPU the sum of its runs' needs, a run joining only while that fits (join()).
 
 The Celery pool runs one thread per slot (worker/app.py): a worker whose slots are all busy holds
 no message. Each packed job keeps its own lease, heartbeat, cancel check, time limit and
@@ -177,6 +179,8 @@ class Admission:
     def __init__(self, packer: Packer):
         self.packer = packer
         self._needs: dict[str, int] = {}
+        self._free: int | None = None  # the device's free bytes, once read
+        self._read = False
 
     def check(self, job_id: str, need: int) -> None:
         """NoRoom unless a job needing `need` device bytes fits now."""
@@ -186,7 +190,7 @@ class Admission:
             changes = packer._changes
         fits = len(running) < packer.slots
         if fits and packer.device == "cuda" and running:
-            free = packer.free_memory() if packer.free_memory else None
+            free = self._free_memory(fresh=True)
             if free is None:
                 log.warning("the device's free memory could not be read (torch sees no CUDA device?): "
                             "one job at a time")
@@ -199,6 +203,38 @@ class Admission:
         if not fits:
             raise NoRoom(job_id, changes)
         self._needs[job_id] = need
+
+    def join(self, job_id: str, need: int) -> bool:
+        """Whether a run needing `need` more device bytes may train in the slot of `job_id` (checked,
+        not held yet) together with it, one training process (worker.fused); its need is then the
+        group's. On a CPU worker it always may (the group is one slot, on its core group); on a GPU
+        while the group with it still fits beside the running jobs by admits(), the group counting
+        as a running job that has not reported its peak (so it fits in free memory less the margin
+        even with nothing else running). False when the free memory cannot be read. (A run that
+        another worker takes right after this check stays counted: the group's need errs high
+        until it reports its peak.)"""
+        packer = self.packer
+        if packer.device == "cuda":
+            with packer._changed:
+                running = [r for _, r in packer._jobs.values()]
+            free = self._free_memory()
+            if free is None:
+                return False
+            group = Running(self._needs[job_id], measured=False)
+            if not admits(free, [*running, group], need, packer.margin):
+                log.info("job %s: a run needing %d MiB more does not join its %d MiB (%d MiB free, %d jobs running)",
+                         job_id, need // MIB, self._needs[job_id] // MIB, free // MIB, len(running))
+                return False
+        self._needs[job_id] += need
+        return True
+
+    def _free_memory(self, fresh: bool = False) -> int | None:
+        """The device's free bytes: read anew when `fresh`, else as last read in this admission (jobs
+        of this worker only end or report meanwhile, which frees room)."""
+        if fresh or not self._read:
+            self._free = self.packer.free_memory() if self.packer.free_memory else None
+            self._read = True
+        return self._free
 
     def hold(self, job_id: str) -> Slot:
         """The slot of the job taken (checked first)."""

@@ -135,6 +135,40 @@ def test_a_gpu_worker_that_cannot_read_its_memory_runs_one_job_at_a_time():
         admission.check("b", 1)
 
 
+def test_a_group_of_runs_takes_one_slot_and_on_a_gpu_grows_only_while_it_fits():
+    cpu = Packer("cpu", 2, [(0,), (1,)], pin=True)
+    with cpu.admission() as admission:
+        admission.check("a", 0)
+        assert all(admission.join("a", 0) for _ in range(7))  # a CPU group: one slot on its cores
+        a = admission.hold("a")
+    assert a.cores == (0,) and cpu.capacity().busy == 1
+
+    reads = []
+
+    def free_memory() -> int:
+        reads.append(1)
+        return 10 * GIB
+
+    gpu = Packer("cuda", 4, free_memory=free_memory, margin=1 * GIB)
+    with gpu.admission() as admission:
+        admission.check("b", 3 * GIB)  # alone: admitted without reading the device
+        assert admission.join("b", 2 * GIB) and admission.join("b", 2 * GIB)  # 7 + 1 <= 10
+        assert not admission.join("b", 3 * GIB)  # 10 + 1 > 10: this run waits for another slot
+        b = admission.hold("b")
+    assert b.need == 7 * GIB and reads == [1]  # the device read once for the whole group
+    with gpu.admission() as admission:
+        admission.check("c", 1 * GIB)  # beside b, which may still take its 7: 1 + 7 + 1 <= 10
+        assert admission.join("c", 1 * GIB)  # 1 + 1 + 7 + 1 <= 10
+        assert not admission.join("c", 1 * GIB)  # 11 > 10
+        admission.hold("c")
+    assert reads == [1, 1]
+
+    blind = Packer("cuda", 4, free_memory=lambda: None, margin=0)
+    with blind.admission() as admission:
+        admission.check("d", GIB)
+        assert not admission.join("d", 1)  # memory unknown: the run trains in a slot of its own
+
+
 # ---------------------------------------------------------------- what a job needs
 
 def spec(**fields):
