@@ -32,11 +32,9 @@ import re
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
