@@ -1,4 +1,5 @@
-"""Prometheus metrics of the API: request latency, and at scrape time jobs by state and queue depth."""
+"""Prometheus metrics of the API: request latency, and at scrape time jobs by state, queue depth,
+and the live workers with their slots (shared.workers)."""
 
 import logging
 import time
@@ -15,6 +16,7 @@ from shared.jobs import count_by_status
 from shared.queue import queue_key
 from shared.settings import Settings
 from shared.stream import redis_client
+from shared.workers import read_fleet
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,13 @@ class ServiceCollector(Collector):
         try:
             depth = redis_client(settings.redis_url).llen(queue_key(settings))
             yield GaugeMetricFamily("noisyfit_queue_depth", "Train tasks waiting in the queue", value=depth)
+            fleet = read_fleet(settings)
+            yield GaugeMetricFamily("noisyfit_workers", "Live workers", value=len(fleet.workers))
+            slots = GaugeMetricFamily("noisyfit_worker_slots", "Jobs the live workers run at once at most (total) "
+                                      "and now (busy)", labels=["state"])
+            slots.add_metric(["total"], fleet.slots)
+            slots.add_metric(["busy"], fleet.busy)
+            yield slots
         except Exception:
             log.exception("metrics: Redis did not answer")
 

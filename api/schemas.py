@@ -42,8 +42,9 @@ class JobOut(BaseModel):
     updated_at: datetime
     waiting_for: WaitingFor | None = Field(
         None, description="a queued job's wait: `worker` (no worker is live; it starts once one is), `dataset` "
-                          "(live workers hold not its data set), `queue` (its turn); null otherwise, or when "
-                          "the workers cannot be read")
+                          "(live workers hold not its data set), `slot` (the live workers holding its data set "
+                          "run as many jobs as they can), `queue` (one of them has a free slot: its turn); null "
+                          "otherwise, or when the workers cannot be read")
 
     @classmethod
     def of(cls, job: Job, fleet: Fleet | None) -> "JobOut":

@@ -27,9 +27,9 @@ from torch.utils.data import Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shared.settings import get_settings  # noqa: E402
-from shared.spec import JobSpec, resolve_spec  # noqa: E402
+from shared.spec import JobSpec, ResolvedSpec, resolve_spec  # noqa: E402
 from worker.datasets import load_dataset  # noqa: E402
-from worker.losses import make_loss  # noqa: E402
+from worker.losses import loss_for  # noqa: E402
 from worker.models import build_model  # noqa: E402
 from worker.trainer import SCHEDULES, PreparedData, train  # noqa: E402
 
@@ -49,8 +49,8 @@ def torchvision_dataset(images: torch.Tensor, labels: torch.Tensor, transform: T
     return dataset
 
 
-def baseline_transform(spec: dict, mean: tuple, std: tuple) -> T.Compose:
-    steps = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] if spec["augment"] == "crop-flip" else []
+def baseline_transform(spec: ResolvedSpec, mean: tuple, std: tuple) -> T.Compose:
+    steps = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] if spec.augment == "crop-flip" else []
     return T.Compose([*steps, T.ToTensor(), T.Normalize(mean, std)])
 
 
@@ -58,23 +58,22 @@ def top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return (logits.argmax(1) == labels).float().mean().item()
 
 
-def baseline(spec: dict, data: PreparedData, device: str, workers: int) -> list[float]:
+def baseline(spec: ResolvedSpec, data: PreparedData, device: str, workers: int) -> list[float]:
     """Images per second of each epoch of the plain loop."""
-    torch.manual_seed(spec["seed"])
-    model = build_model(spec["model"], data.num_classes, data.in_channels, data.image_size).to(device)
+    torch.manual_seed(spec.seed)
+    model = build_model(spec.model, data.num_classes, data.in_channels, data.image_size).to(device)
     optimizer = torch.optim.SGD(
-        model.parameters(), lr=spec["lr"], momentum=spec["momentum"],
-        nesterov=spec["nesterov"], weight_decay=spec["weight_decay"],
+        model.parameters(), lr=spec.lr, momentum=spec.momentum,
+        nesterov=spec.nesterov, weight_decay=spec.weight_decay,
     )  # fmt: skip
-    scheduler = SCHEDULES[spec["schedule"]](optimizer, spec)
-    beta = {} if spec["beta"] is None else {"beta": spec["beta"]}
-    loss_fn = make_loss(spec["loss"], data.num_classes, alpha=spec["alpha"], **beta, **spec["loss_params"])
+    scheduler = SCHEDULES[spec.schedule](optimizer, spec)
+    loss_fn = loss_for(spec)
     dataset = torchvision_dataset(data.x_train, data.y_train, baseline_transform(spec, data.mean, data.std))
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=spec["batch_size"], shuffle=True, num_workers=workers, pin_memory=device == "cuda"
+        dataset, batch_size=spec.batch_size, shuffle=True, num_workers=workers, pin_memory=device == "cuda"
     )
     rates, meters = [], []
-    for _ in range(spec["epochs"]):
+    for _ in range(spec.epochs):
         model.train()
         started = time.perf_counter()
         for x, y in loader:
@@ -83,7 +82,7 @@ def baseline(spec: dict, data: PreparedData, device: str, workers: int) -> list[
             loss = loss_fn(logits, y)
             optimizer.zero_grad()
             loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), spec["grad_clip"])
+            nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
             optimizer.step()
             meters.append((loss.item(), top1(logits, y)))  # the authors log loss and accuracy per step
         if device == "cuda":
@@ -93,7 +92,7 @@ def baseline(spec: dict, data: PreparedData, device: str, workers: int) -> list[
     return rates
 
 
-def ours(spec: dict, data: PreparedData, device: str) -> list[float]:
+def ours(spec: ResolvedSpec, data: PreparedData, device: str) -> list[float]:
     return [m["samples_per_second"] for m in train(spec, data, device=device).history]
 
 
@@ -126,8 +125,8 @@ def main() -> None:
     fields, data = bench_data(args.dataset, args.train_size)
     spec = resolve_spec(JobSpec(**fields, loss=args.loss, epochs=args.epochs, precision="fp32"))
     print(
-        f"{args.dataset}: {spec['model']}, {len(data.y_train)} samples, batch {spec['batch_size']}, "
-        f"augment {spec['augment']}, loss {spec['loss']}, {args.epochs} epochs × {args.rounds} rounds, "
+        f"{args.dataset}: {spec.model}, {len(data.y_train)} samples, batch {spec.batch_size}, "
+        f"augment {spec.augment}, loss {spec.loss}, {args.epochs} epochs × {args.rounds} rounds, "
         f"device {args.device}, {torch.get_num_threads()} threads"
     )
     rates: dict[str, list[float]] = {"dataloader": [], "noisyfit": []}

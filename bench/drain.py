@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{queue.llen(queue_key(settings))} messages wait in the queue")
 
         log = folder / "worker.log"
-        worker = start([sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "train", "-c", "1",
+        worker = start([sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "train",
                          "-n", "bench-drain@%h", "--loglevel", "INFO"], log, env)
         processes.append(worker)
         _wait(lambda: " ready." in log.read_text(errors="replace"), 300, worker, "the worker to be ready")

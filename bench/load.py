@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "--log-level", "warning"], log))
             if args.worker:
                 started.append(start([sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "train",
-                                       "-c", "1", "--loglevel", "warning"], log))
+                                       "--loglevel", "warning"], log))
             url = f"http://127.0.0.1:{port}"
             wait_healthy(url, started[0])
         report = asyncio.run(run_load(url, args.admin_token, args.jobs, args.concurrency, args.polls,

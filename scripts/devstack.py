@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> None:
         stack.start("api", [sys.executable, "-m", "uvicorn", "api.main:app", "--host", args.host,
                             "--port", str(args.port)])
         worker = stack.start("worker", [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "train",
-                                        "-c", "1", "-n", "devstack@%h", "--loglevel", "INFO"])
+                                        "-n", "devstack@%h", "--loglevel", "INFO"])
         stack.wait_until(lambda: httpx.get(f"{url}/readyz", timeout=5).status_code == 200, 90, f"the API at {url}")
         stack.wait_until(lambda: " ready." in worker.log.read_text(errors="replace"), 180, "the worker")
         key = api_key(url, settings.admin_token, state / "api-key")

@@ -116,6 +116,12 @@ def list_datasets(session: Session, user_id: int) -> list[DatasetRow]:
     return list(session.exec(query.order_by(col(DatasetRow.created_at).desc(), col(DatasetRow.id).desc())))
 
 
+def versions_of(session: Session, user_id: int, dataset_id: str) -> list[DatasetRow]:
+    """The user's versions made directly from `dataset_id` (a built-in name or one of theirs), newest first."""
+    query = select(DatasetRow).where(DatasetRow.user_id == user_id, DatasetRow.parent_id == dataset_id)
+    return list(session.exec(query.order_by(col(DatasetRow.created_at).desc(), col(DatasetRow.id).desc())))
+
+
 def get_dataset(session: Session, user_id: int, dataset_id: str) -> DatasetRow:
     """The caller's data set; NotFound for an unknown id and for another user's alike."""
     dataset = session.exec(select(DatasetRow).where(DatasetRow.id == dataset_id)).first()

@@ -12,6 +12,8 @@ workers, a late message or a duplicate delivery can never move a job twice:
 
 A train message is a "work available" signal: take_next starts the fairest queued job
 (shared.scheduling), whichever message brought the worker; every queued job was sent one.
+take_siblings starts with it the queued jobs of its sweep that can train together with it
+(shared.fusion), each with its own lease.
 
 Functions take an open Session and commit their own change. Status changes are announced on
 the job's metrics stream (`status` events, and `done` once finished), best-effort.
@@ -35,7 +37,7 @@ from sqlmodel import Session, col, select
 
 from shared.catalog import DATASETS
 from shared.locks import lock_user
-from shared import scheduling
+from shared import fusion, scheduling
 from shared.models import ACTIVE, FINISHED, DatasetRow, Job, JobStatus, utcnow
 from shared.queue import claim_resends, send_train
 from shared.settings import Settings
@@ -62,6 +64,7 @@ from shared.workers import read_fleet
 log = logging.getLogger(__name__)
 
 TAKE_TRIES = 5
+SIBLINGS_READ = 20  # queued sweep jobs looked at per sibling sought
 
 METRICS_FILE = "metrics.jsonl"
 DATASET_ID = re.compile(r"ds_[0-9a-f]{1,64}")
@@ -222,6 +225,11 @@ def preset_spec(session: Session, job: Job) -> dict[str, Any] | None:
         return None
 
 
+def resolve_for(session: Session, user_id: int, spec: JobSpec) -> ResolvedSpec:
+    """`spec` resolved for the user as create_job resolves it (the presets filled in); nothing is stored."""
+    return resolve_spec(spec, _data_info(session, user_id, spec.dataset))
+
+
 def request_cancel(session: Session, user_id: int, job_id: str, settings: Settings) -> Job:
     """Cancel a queued job at once; ask a running job's worker to stop. Cancelling twice is fine."""
     job = get_job(session, user_id, job_id)
@@ -299,17 +307,60 @@ def start_attempt(session: Session, job_id: str, worker_id: str, settings: Setti
     return taken
 
 
-def take_next(session: Session, message_job_id: str, worker_id: str, settings: Settings) -> str | None:
+def take_next(session: Session, message_job_id: str, worker_id: str, settings: Settings,
+              admit: Callable[[Session, Job], None] | None = None) -> str | None:
     """Take the job a worker should train now, on a train message (a "work available" signal):
     the fairest queued job (shared.scheduling.next_queued), or else the message's own job when
-    start_attempt takes it (a running job whose lease lapsed). None: nothing to take."""
+    start_attempt takes it (a running job whose lease lapsed). None: nothing to take.
+
+    `admit` sees each job before it is taken, and raises to leave it queued (a packing worker
+    without room for it: worker.packing); the exception reaches the caller."""
     for _ in range(TAKE_TRIES):  # each miss is a job another worker took meanwhile
         job_id = scheduling.next_queued(session, settings)
         if job_id is None:
             break
+        if admit is not None:
+            admit(session, session.get(Job, job_id))
         if start_attempt(session, job_id, worker_id, settings):
             return job_id
+    own = session.get(Job, message_job_id)
+    if own is None or own.status not in ACTIVE:
+        return None
+    if admit is not None:
+        admit(session, own)
     return message_job_id if start_attempt(session, message_job_id, worker_id, settings) else None
+
+
+def take_siblings(session: Session, job_id: str, worker_id: str, settings: Settings,
+                  fits: Callable[[str, ResolvedSpec], bool] | None = None) -> list[str]:
+    """Queued jobs of the sweep of the job `worker_id` just took that can train together with it
+    (shared.fusion), oldest first, each taken for `worker_id` (start_attempt), at most
+    settings.fuse_max_runs - 1; none when settings.fuse is off or the job is of no sweep.
+    `fits(id, spec)` is asked before each is taken: False leaves it queued and takes no more (a
+    GPU worker's group that would no longer fit its memory: worker.packing)."""
+    job = session.get(Job, job_id)
+    room = settings.fuse_max_runs - 1
+    if not settings.fuse or room < 1 or job is None or job.sweep_id is None:
+        return []
+    spec = ResolvedSpec.model_validate(job.spec)
+    if fusion.refusal(spec) is not None:
+        return []
+    waiting = session.exec(select(Job.id, Job.spec).where(
+        Job.sweep_id == job.sweep_id, Job.user_id == job.user_id, Job.status == JobStatus.queued,
+        Job.cancel_requested == false(), Job.attempts < settings.max_attempts,
+    ).order_by(col(Job.created_at), col(Job.id)).limit(SIBLINGS_READ * room)).all()
+    taken = []
+    for sibling, sibling_spec in waiting:
+        candidate = ResolvedSpec.model_validate(sibling_spec)
+        if fusion.mismatch(spec, candidate) is not None:
+            continue
+        if fits is not None and not fits(sibling, candidate):
+            break
+        if start_attempt(session, sibling, worker_id, settings):
+            taken.append(sibling)
+            if len(taken) == room:
+                break
+    return taken
 
 
 def renew_lease(session: Session, job_id: str, worker_id: str, settings: Settings) -> bool:

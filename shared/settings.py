@@ -3,6 +3,7 @@
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -45,6 +46,12 @@ class Settings(BaseSettings):
     heartbeat_s: float = 10.0
     # A job handed out this many times without finishing is failed instead of requeued.
     max_attempts: int = 5
+    # A worker that takes a job of a sweep also takes up to fuse_max_runs - 1 queued jobs of that
+    # sweep that can train with it (shared.fusion) and trains them together in one process
+    # (worker.fused): each keeps its own lease, status, events, cancel, artifacts and result,
+    # which are those it gets alone. false: every job trains alone.
+    fuse: bool = True
+    fuse_max_runs: int = Field(8, ge=1, le=64)
     # Celery redelivers an unacknowledged task after this long; longer than any training job.
     visibility_timeout_s: int = 7 * 24 * 3600
     # Request bodies: uploads (POST /v1/datasets) and everything else.
@@ -78,6 +85,15 @@ class Settings(BaseSettings):
     resend_after_s: float = 600.0
     # A worker reports the data sets it holds this often; three missed reports and it is not live.
     worker_report_s: float = 10.0
+    # Packing (worker/packing.py). A CPU worker runs floor(cores / cores_per_job) jobs at once, each
+    # pinned to its own cores (0: all cores, one job at a time). A GPU worker runs up to jobs_per_gpu
+    # at once, admitting each by the memory it needs while gpu_memory_margin_mib stay free.
+    cores_per_job: int = Field(0, ge=0)
+    jobs_per_gpu: int = Field(8, ge=1)
+    gpu_memory_margin_mib: int = Field(1024, ge=0)
+    # A message whose job does not fit beside the running ones waits this long for room on its
+    # worker, then goes back to the queue for another worker.
+    admission_wait_s: float = Field(30.0, gt=0)
     # Object store calls: connect/read timeouts and attempts on connection errors.
     s3_timeout_s: float = 30.0
     # Presigned URLs name this host instead of s3_endpoint when set (the store as users reach it).

@@ -221,6 +221,16 @@ class ResolvedSpec(BaseModel):
         """Plain JSON types (lists, not tuples): what the database and checkpoints hold."""
         return self.model_dump(mode="json")
 
+    @property
+    def validation_samples(self) -> int:
+        """Of the train_size samples drawn, how many are held out to validate on."""
+        return round(self.validation_split * self.train_size)
+
+    @property
+    def training_samples(self) -> int:
+        """Of the train_size samples drawn, how many are trained on."""
+        return self.train_size - self.validation_samples
+
 
 def resolve_spec(spec: JobSpec, data: DataInfo | None = None) -> ResolvedSpec:
     """Fill every missing value from the paper's presets; check what depends on the data set.

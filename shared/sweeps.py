@@ -20,6 +20,7 @@ import json
 import math
 import statistics
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -382,6 +383,42 @@ def table_csv(rows: list[Row]) -> str:
     return out.getvalue()
 
 
+@dataclass(frozen=True)
+class Layout:
+    """A table's rows as a grid, the paper's way: a line per value of `label_fields` (the row
+    field and the other fields that vary), a column per value of `column`; the fields with one
+    value in every row are `constant`."""
+
+    constant: list[str]
+    label_fields: list[str]
+    column: str | None  # None: one column
+    columns: list[Any]  # the column field's values in the table's order ([None] without one)
+    lines: list[tuple[tuple[Any, ...], list[Row | None]]]  # a line's label values and its row in each column
+    best: list[float | None]  # the highest mean of each column
+
+
+def layout(rows: list[Row], column: str | None, row_field: str | None = "loss") -> Layout:
+    """Lay the rows out with the values of `column` as columns and `row_field` first in each
+    line's label (either may be None, or a field the cells lack)."""
+    fields = _fields(rows)
+    column = column if column in fields else None
+    others = [name for name in fields if name != column and name != row_field]
+    constant = [name for name in others if len(_unique(r["cell"].get(name) for r in rows)) == 1]
+    label_fields = ([row_field] if row_field in fields else []) + [name for name in others if name not in constant]
+    columns = _unique(r["cell"].get(column) for r in rows) if column else [None]
+    keys = [_canonical(c) for c in columns]
+    lines: dict[tuple, list[Row | None]] = {}
+    for row in rows:
+        label = tuple(_canonical(row["cell"].get(name)) for name in label_fields)
+        line = lines.setdefault(label, [None] * len(columns))
+        line[keys.index(_canonical(row["cell"].get(column))) if column else 0] = row
+    best = [max((r["mean"] for r in rows_of if r is not None and r["mean"] is not None), default=None)
+            for rows_of in zip(*lines.values())] if lines else [None] * len(columns)
+    labelled = [(tuple(next(r for r in line if r is not None)["cell"].get(name) for name in label_fields), line)
+                for line in lines.values()]
+    return Layout(constant, label_fields, column, columns, labelled, best)
+
+
 def table_markdown(rows: list[Row], pivot: tuple[str, str] | None = ("loss", "noise.rate")) -> str:
     """Tables 2 and 3 of the paper: a row per loss, a column per noise rate, "mean ± std" in %,
     the best of each column in bold. Without both pivot fields in the cells, a flat table.
@@ -395,39 +432,36 @@ def table_markdown(rows: list[Row], pivot: tuple[str, str] | None = ("loss", "no
     if pivot is None or not rows or not all(name in fields for name in pivot):
         return _flat_markdown(rows, fields) + _notes(rows)
     row_field, column_field = pivot
-    others = [name for name in fields if name not in pivot]
-    constant = [name for name in others if len(_unique(r["cell"].get(name) for r in rows)) == 1]
-    label_fields = [row_field] + [name for name in others if name not in constant]
-
-    columns = _unique(r["cell"].get(column_field) for r in rows)
-    grid: dict[tuple, dict] = {}  # row label → column value → row
-    best: dict = {}  # column value → highest mean
-    for row in rows:
-        label = tuple(_text(row["cell"].get(name)) for name in label_fields)
-        column = _canonical(row["cell"].get(column_field))
-        grid.setdefault(label, {})[column] = row
-        if row["mean"] is not None:
-            best[column] = max(best.get(column, row["mean"]), row["mean"])
-
+    grid = layout(rows, column_field, row_field)
     marked = _marked(rows)
-    lines = [f"{name} = {_text(rows[0]['cell'].get(name))}" for name in constant]
+    lines = [f"{name} = {_text(rows[0]['cell'].get(name))}" for name in grid.constant]
     if lines:
         lines.append("")
-    corner = f"{' / '.join(label_fields)} \\ {column_field}"
-    lines.append(_md_line([corner, *(_text(c) for c in columns)]))
-    lines.append(_md_line(["---"] * (len(columns) + 1)))
-    for label, by_column in grid.items():
+    corner = f"{' / '.join(grid.label_fields)} \\ {column_field}"
+    lines.append(_md_line([corner, *(_text(c) for c in grid.columns)]))
+    lines.append(_md_line(["---"] * (len(grid.columns) + 1)))
+    for label, line in grid.lines:
         cells = []
-        for column in map(_canonical, columns):
-            row = by_column.get(column)
-            text = _mean_std(row)
-            is_best = row is not None and row["mean"] is not None and row["mean"] == best[column]
-            text = f"**{text}**" if is_best and len(grid) > 1 else text
+        for row, best in zip(line, grid.best):
+            text = mean_std(row)
+            is_best = row is not None and row["mean"] is not None and row["mean"] == best
+            text = f"**{text}**" if is_best and len(grid.lines) > 1 else text
             if row is not None and _is_number(row.get("val_mean")):
-                text += f" (val {_mean_std(row, 'val_')})" + (" †" if row is marked else "")
+                text += f" (val {mean_std(row, 'val_')})" + (" †" if row is marked else "")
             cells.append(text)
-        lines.append(_md_line([", ".join(label), *cells]))
+        lines.append(_md_line([", ".join(_text(value) for value in label), *cells]))
     return "\n".join(lines) + "\n" + _notes(rows)
+
+
+def swept_field(grid: Grid) -> str | None:
+    """The field whose values a sweep's grid layout puts in columns: `noise.rate` when the grid
+    varies it, else the last other field it varies on its own (neither the loss, nor the seed,
+    nor fields linked to others)."""
+    varying = [name for name, values in grid.items() if len(values) > 1 and LINK not in name
+               and name not in ("loss", SEED)]
+    if "noise.rate" in varying:
+        return "noise.rate"
+    return varying[-1] if varying else None
 
 
 def _flat_markdown(rows: list[Row], fields: list[str]) -> str:
@@ -436,9 +470,9 @@ def _flat_markdown(rows: list[Row], fields: list[str]) -> str:
     figures = ["accuracy (%)", "n"] + (["noisy val accuracy (%)"] if validation else [])
     lines = [_md_line([*fields, *figures]), _md_line(["---"] * (len(fields) + len(figures)))]
     for row in rows:
-        cells = [*(_text(row["cell"].get(name)) for name in fields), _mean_std(row), str(row["n"])]
+        cells = [*(_text(row["cell"].get(name)) for name in fields), mean_std(row), str(row["n"])]
         if validation:
-            cells.append(_mean_std(row, "val_") + (" †" if row is marked else ""))
+            cells.append(mean_std(row, "val_") + (" †" if row is marked else ""))
         lines.append(_md_line(cells))
     return "\n".join(lines) + "\n"
 
@@ -456,7 +490,7 @@ def _notes(rows: list[Row]) -> str:
         return ""
     cell = ", ".join(f"{name}={_text(value)}" for name, value in marked["cell"].items() if value is not None)
     lines = ["", f"† best by noisy validation: {cell or 'the only cell'} "
-                 f"(val {_mean_std(marked, 'val_')}, test {_mean_std(marked)})"]
+                 f"(val {mean_std(marked, 'val_')}, test {mean_std(marked)})"]
     chosen = recommendation(rows)
     if chosen is not None:
         lines.append(f"recommended: {describe_recommendation(chosen)}")
@@ -481,7 +515,7 @@ def _percent(value: float | None) -> str:
     return "–" if not _is_number(value) else f"{100 * value:.2f}%"
 
 
-def _mean_std(row: Row | None, prefix: str = "") -> str:
+def mean_std(row: Row | None, prefix: str = "") -> str:
     """"mean ± std" in %, of the test figures or (prefix "val_") of the validation ones."""
     mean = None if row is None else row.get(prefix + "mean")
     std = None if row is None else row.get(prefix + "std")

@@ -29,7 +29,6 @@ import csv
 import io
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -44,8 +43,8 @@ from shared.settings import Settings
 from shared.spec import JobSpec
 from shared.store import JOB_ID, ObjectStore, artifact_key
 from shared.uploads import MAX_NAME
+from shared.version_arrays import ROOT_LABEL, VersionArrays  # noqa: F401 (where they were; the engine reads them there)
 
-ROOT_LABEL = -1  # in a version's labels: the root's own label of that sample
 # A disagreeing label is fixed when the model gives its predicted class at least this share: from
 # half, the given label is the less likely one. On Fashion-MNIST (NCE+RCE, 5000 samples, 8
 # epochs) 0.5 left less noise than 0.7 or 0.9 at symmetric rates 0.2, 0.4 and 0.6.
@@ -59,34 +58,6 @@ Action = Literal["relabel", "drop"]
 
 # What a version copies from its parent's row; a built-in parent's come from the catalog.
 SHAPE = ("num_classes", "channels", "size", "test_samples", "has_clean_labels", "classes")
-
-
-@dataclass(frozen=True)
-class VersionArrays:
-    """A version's samples: indices into its root's training set and their labels."""
-
-    root: str
-    indices: np.ndarray  # int64 [n]
-    labels: np.ndarray  # int64 [n]; ROOT_LABEL: the root's own
-
-    def npz(self) -> bytes:
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, root=np.array(self.root), indices=self.indices.astype(np.int64),
-                            labels=self.labels.astype(np.int64))
-        return buffer.getvalue()
-
-    @classmethod
-    def read(cls, source: bytes | Path) -> "VersionArrays | None":
-        """The version a data set file holds; None for an upload's file (images and labels)."""
-        with np.load(io.BytesIO(source) if isinstance(source, bytes) else source, allow_pickle=False) as stored:
-            if "indices" not in stored.files:
-                return None
-            return cls(str(stored["root"]), stored["indices"].astype(np.int64), stored["labels"].astype(np.int64))
-
-    @classmethod
-    def whole(cls, root: str, samples: int) -> "VersionArrays":
-        """A root data set as a version of itself: every sample, its own labels."""
-        return cls(root, np.arange(samples, dtype=np.int64), np.full(samples, ROOT_LABEL, dtype=np.int64))
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,8 @@ The trainer moves whole tensors to the device and normalises batches itself with
 from __future__ import annotations
 
 import codecs
-import gzip
 import os
 import pickle
-import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,7 +18,8 @@ import torch
 import torchvision
 
 from shared.errors import DatasetUnavailable
-from shared.versions import ROOT_LABEL, VersionArrays
+from shared.idx import find_idx, read_idx
+from shared.version_arrays import ROOT_LABEL, VersionArrays
 from worker.data_files import CIFAR10_FILES, CIFAR100_FILES, IDX_FILES, SYSTEM_DATA_DIRS, cache_path
 
 DOWNLOAD_HINT = "or set NOISYFIT_ALLOW_DOWNLOAD=true to let the worker download it"
@@ -84,7 +83,8 @@ def load_dataset(
     system_dirs: Iterable[str | os.PathLike[str]] | None = None,
 ) -> LoadedData:
     """Load a registered data set, or one of a user's (`ds_...`): an upload (load_uploaded) or
-    a version of either (load_version); system_dirs overrides SYSTEM_DATA_DIRS (Fashion-MNIST)."""
+    a version of either (load_version); system_dirs overrides SYSTEM_DATA_DIRS (Fashion-MNIST).
+    A registered data set this process keeps in memory (keep) is not read again."""
     if name.startswith(UPLOADED_PREFIX):
         version = VersionArrays.read(_uploaded_file(name, data_dir))
         if version is not None:
@@ -92,6 +92,9 @@ def load_dataset(
         return load_uploaded(name, data_dir)
     if name not in DATASETS:
         raise DatasetUnavailable(f"unknown data set {name!r}; choose one of {sorted(DATASETS)}")
+    held = _kept.get((name, Path(data_dir).resolve()))
+    if held is not None:
+        return held
     info = DATASETS[name]
     data_dir = Path(data_dir)
     cache = cache_path(name, data_dir)
@@ -103,6 +106,16 @@ def load_dataset(
         arrays = info.read(Source(data_dir, download, dirs))
         _write_cache(cache, arrays)
     return _to_dataset(name, arrays, info.mean, info.std)
+
+
+_kept: dict[tuple[str, Path], LoadedData] = {}
+
+
+def keep(dataset: LoadedData, data_dir: str | os.PathLike[str]) -> None:
+    """Hold a loaded built-in data set in this process's memory: load_dataset of this process, and
+    of processes forked from it, returns it without reading it again (worker.warm: the fork
+    server keeps the data sets of its worker). Nothing may write into its tensors."""
+    _kept[(dataset.name, Path(data_dir).resolve())] = dataset
 
 
 def _write_cache(path: Path, arrays: Arrays) -> None:
@@ -205,24 +218,6 @@ def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, .
 # MNIST family: IDX files
 # ---------------------------------------------------------------------------------------
 
-IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (LeCun's MNIST format), gzipped or not."""
-    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] not in IDX_DTYPES:
-        raise DatasetUnavailable(f"{path} is not an IDX file")
-    ndim = raw[3]
-    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    data = np.frombuffer(raw, dtype=IDX_DTYPES[raw[2]], offset=4 + 4 * ndim)
-    if data.size != np.prod(shape):
-        raise DatasetUnavailable(f"{path} is truncated: header says {shape}, found {data.size} values")
-    return data.reshape(shape).astype(data.dtype.newbyteorder("="))
-
-
 def _idx_arrays(images: tuple[np.ndarray, np.ndarray], labels: tuple[np.ndarray, np.ndarray], classes: Sequence[str]) -> Arrays:
     return {
         "x_train": images[0][:, None], "y_train": labels[0],
@@ -257,8 +252,8 @@ def _read_mnist(source: Source) -> Arrays:
 
 
 def _system_idx(folder: Path) -> Arrays | None:
-    found = [next((p for p in (folder / f"{n}.gz", folder / n) if p.is_file()), None) for n in IDX_FILES]
-    if None in found:
+    found = find_idx(folder)
+    if found is None:
         return None
     images, labels = [read_idx(p) for p in found[0::2]], [read_idx(p) for p in found[1::2]]
     return _idx_arrays((images[0], images[1]), (labels[0], labels[1]), torchvision.datasets.FashionMNIST.classes)

@@ -28,6 +28,7 @@ import dataclasses
 import importlib.metadata
 import io
 import json
+import logging
 import os
 import platform
 import time
@@ -47,9 +48,13 @@ from worker.noise import corrupt_labels, noise_report
 from shared.plots import job_plot, job_title, label_heatmap
 from shared.spec import ResolvedSpec
 from shared.stream import encode, finite
+from worker.fused import train_fused
 from worker.trainer import (
-    Callback, PreparedData, SamplePredictions, TrainState, check_resumable, default_device, per_sample_losses, train,
+    Callback, PreparedData, SamplePredictions, TrainResult, TrainState, check_resumable, default_device,
+    per_sample_losses, train,
 )
+
+log = logging.getLogger(__name__)
 
 SUBSET_STREAM = 0x5EB5E7  # keeps the subset's draws apart from the noise's, which share the seed
 FOLD_STREAM = 0xF01D5  # and the cross-fitting folds' from both
@@ -111,9 +116,8 @@ def make_labels(spec: ResolvedSpec, dataset: LoadedData) -> JobLabels:
         matrix=noise.matrix or None,
     )
     corrupted = noisy != clean
-    n = spec.train_size
-    order = balanced_order(noisy, spec.seed)[:n]
-    n_val = round(spec.validation_split * n)
+    order = balanced_order(noisy, spec.seed)[: spec.train_size]
+    n_val = spec.validation_samples
     clean_known = dataset.y_train_clean is not None or noise.type != "none" or not dataset.name.startswith(UPLOADED_PREFIX)
     return JobLabels(clean, noisy, corrupted, np.sort(order[n_val:]), np.sort(order[:n_val]), clean_known)
 
@@ -173,6 +177,42 @@ class ResumeCheckpoints(Callback):
             self.sink.put("resume.pt", resume_checkpoint(state))
 
 
+@dataclass
+class JobSetup:
+    """A job ready to train: its labels and data, its resume point, and its callbacks."""
+
+    spec: ResolvedSpec
+    sink: ArtifactSink
+    dataset: LoadedData
+    labels: JobLabels
+    data: PreparedData
+    resume: dict[str, Any] | None
+    own: Sequence[Callback]  # the caller's
+    started: float  # perf_counter() when the job began, data loading included
+    data_seconds: float
+
+    @property
+    def callbacks(self) -> list[Callback]:
+        """The artifacts' (metrics.jsonl, resume.pt), then the caller's."""
+        history = self.resume["history"] if self.resume else ()
+        return [MetricsLog(self.sink, history), ResumeCheckpoints(self.sink, self.spec.checkpoint_every), *self.own]
+
+
+def set_up_job(
+    spec: ResolvedSpec, sink: ArtifactSink, dataset: LoadedData, callbacks: Sequence[Callback], started: float
+) -> JobSetup:
+    """Labels, data and resume point of the job; writes noisy_labels.npz. ResumeMismatch when
+    the sink holds another spec's resume point (before anything of that run is overwritten)."""
+    labels = make_labels(spec, dataset)
+    data = prepare_data(dataset, labels)
+    saved = sink.get("resume.pt")
+    resume = read_resume(saved) if saved is not None else None
+    if resume is not None:
+        check_resumable(spec, resume)
+    sink.put("noisy_labels.npz", labels.npz())
+    return JobSetup(spec, sink, dataset, labels, data, resume, callbacks, started, time.perf_counter() - started)
+
+
 def run_job(
     spec: ResolvedSpec,
     sink: ArtifactSink,
@@ -188,39 +228,42 @@ def run_job(
     device = device or default_device()
     started = time.perf_counter()
     dataset = dataset or load_dataset(spec.dataset, data_dir, download=download)
-    labels = make_labels(spec, dataset)
-    data = prepare_data(dataset, labels).to(device)  # once: the cross-fitting models share it
-    saved = sink.get("resume.pt")
-    resume = read_resume(saved) if saved is not None else None
-    if resume is not None:
-        check_resumable(spec, resume)  # before anything of the other run is overwritten
-    sink.put("noisy_labels.npz", labels.npz())
-    log = MetricsLog(sink, resume["history"] if resume else ())
-    ours = [log, ResumeCheckpoints(sink, spec.checkpoint_every)]
-    data_seconds = time.perf_counter() - started
+    job = set_up_job(spec, sink, dataset, callbacks, started)
+    job.data = job.data.to(device)  # once: the cross-fitting models share it
+    outcome = train(spec, job.data, job.callbacks, device=device, resume=job.resume)
+    return finish_job(job, outcome, device, time.perf_counter() - started - job.data_seconds)
 
-    outcome = train(spec, data, [*ours, *callbacks], device=device, resume=resume)
-    train_seconds = time.perf_counter() - started - data_seconds
+
+def finish_job(job: JobSetup, outcome: TrainResult, device: str, train_seconds: float,
+               fused_runs: int = 1) -> dict[str, Any]:
+    """What follows a job's training: its cross-fitting models when cross_fit_folds > 0, then its
+    artifacts (checkpoint.pt, suspected_mislabels.csv, label_report.json, label_heatmap.png,
+    label_probabilities.npz, plot.png, result.json); result.json's content, or
+    {"status": "stopped", ...} when it (or its cross-fitting) was stopped. `fused_runs`: how many
+    runs trained together with it (worker.fused), itself included."""
     if outcome.stopped:
         return {"status": "stopped", "epochs_completed": outcome.epochs_completed}
+    spec, sink, labels, data, resume = job.spec, job.sink, job.labels, job.data, job.resume
+    cross_started = time.perf_counter()
     cross_fitted = fold = None
     if spec.cross_fit_folds:
         fold = fold_assignment(labels.noisy[labels.train_indices], spec.cross_fit_folds, spec.seed)
-        cross_fitted = cross_fitted_probabilities(spec, data, fold, sink, callbacks, device)
+        cross_fitted = cross_fitted_probabilities(spec, data, fold, sink, job.own, device)
         if cross_fitted is None:
             return {"status": "stopped", "epochs_completed": outcome.epochs_completed}
-    cross_fit_seconds = time.perf_counter() - started - data_seconds - train_seconds
+    cross_fit_seconds = time.perf_counter() - cross_started
 
     scored = per_sample_losses(outcome.model, data, spec)
     sink.put("checkpoint.pt", final_checkpoint(outcome.state, data))
-    quality = label_quality(spec, dataset, labels, scored, cross_fitted)
+    quality = label_quality(spec, job.dataset, labels, scored, cross_fitted)
     sink.put("suspected_mislabels.csv", mislabels_csv(labels, scored, quality))
     sink.put("label_report.json", json.dumps(finite(quality.report), indent=2, allow_nan=False).encode())
     sink.put("label_heatmap.png", heatmap(spec, quality.report))
     sink.put("label_probabilities.npz", probabilities_npz(labels, scored, cross_fitted, fold))
     sink.put("plot.png", job_plot(outcome.history, job_title(spec.to_json())))
     corrupted = labels.corrupted[labels.train_indices]
-    report = noise_report(labels.clean[labels.train_indices], labels.noisy[labels.train_indices], dataset.num_classes)
+    report = noise_report(labels.clean[labels.train_indices], labels.noisy[labels.train_indices],
+                          job.dataset.num_classes)
     result = {
         "status": "succeeded",
         "spec": spec.to_json(),
@@ -234,22 +277,87 @@ def run_job(
         "noise_rate_realised": report["rate"],
         "noise_rate_realised_per_class": report["per_class_rate"],
         "num_corrupted": report["num_corrupted"],
-        "samples": {"train": len(labels.train_indices), "val": len(labels.val_indices), "test": len(dataset.y_test)},
+        "samples": {"train": len(labels.train_indices), "val": len(labels.val_indices),
+                    "test": len(job.dataset.y_test)},
         "mislabel_detection": detection_scores(scored.losses, corrupted),
         "label_quality": summary(quality.report),
         "history": outcome.history,
         "timings": {
-            "data_seconds": data_seconds,
+            "data_seconds": job.data_seconds,
             "train_seconds": train_seconds,
             "cross_fit_seconds": cross_fit_seconds,
-            "total_seconds": time.perf_counter() - started,
+            "total_seconds": time.perf_counter() - job.started,
             "epoch_seconds": [m["epoch_seconds"] for m in outcome.history],
+            "fused_runs": fused_runs,
         },
         "versions": software_versions(),
         "device": device_description(device),
     }
     sink.put("result.json", json.dumps(finite(result), indent=2, allow_nan=False).encode())
     return result
+
+
+def run_jobs_fused(
+    specs: Sequence[ResolvedSpec],
+    sinks: Sequence[ArtifactSink],
+    data_dir: str | os.PathLike[str],
+    download: bool = False,
+    callbacks: Sequence[Sequence[Callback]] | None = None,
+    device: str | None = None,
+    dataset: LoadedData | None = None,
+    wide: bool | None = None,
+) -> list[dict[str, Any] | Exception]:
+    """run_job for runs that train together (shared.fusion), each into its own sink with the
+    artifacts it would have alone; per run, what run_job returns, or the exception that ended
+    it alone (its resume point of another spec, divergence, a callback's error). Out of memory
+    for the group, each run trains alone from its last resume point."""
+    device = device or default_device()
+    callbacks = callbacks or [() for _ in specs]
+    started = time.perf_counter()
+    dataset = dataset or load_dataset(specs[0].dataset, data_dir, download=download)
+    jobs: list[JobSetup | Exception] = []
+    for spec, sink, own in zip(specs, sinks, callbacks, strict=True):
+        try:
+            jobs.append(set_up_job(spec, sink, dataset, own, started))
+        except Exception as exc:
+            jobs.append(exc)
+    ready = [job for job in jobs if isinstance(job, JobSetup)]
+    if not ready:
+        return jobs
+    set_up = time.perf_counter()
+    try:
+        outcomes = train_fused([j.spec for j in ready], [j.data for j in ready], [j.callbacks for j in ready],
+                               device, [j.resume for j in ready], wide)
+    except torch.OutOfMemoryError:
+        log.warning("%d runs trained together ran out of memory; each trains alone", len(ready))
+        _free_device(device)
+        return [job if isinstance(job, Exception) else _alone(job, device) for job in jobs]
+    train_seconds = time.perf_counter() - set_up
+    finished = iter(outcomes)
+    results: list[dict[str, Any] | Exception] = []
+    for job in jobs:
+        outcome = job if isinstance(job, Exception) else next(finished)
+        if isinstance(outcome, Exception):
+            results.append(outcome)
+            continue
+        try:
+            results.append(finish_job(job, outcome, device, train_seconds, len(ready)))
+        except Exception as exc:
+            results.append(exc)
+    return results
+
+
+def _alone(job: JobSetup, device: str) -> dict[str, Any] | Exception:
+    """The job trained alone from its resume point (its callbacks but the artifacts' own)."""
+    try:
+        return run_job(job.spec, job.sink, "", callbacks=job.own, device=device, dataset=job.dataset)
+    except Exception as exc:
+        return exc
+
+
+def _free_device(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
 
 
 def label_quality(spec: ResolvedSpec, dataset: LoadedData, labels: JobLabels, scored: SamplePredictions,

@@ -1,8 +1,12 @@
-"""The training of one job that a worker took (worker.dispatch), in a process of its own.
+"""The training of the jobs that a worker took (worker.dispatch), in a process of their own.
 
     read the job ──> run_job(callbacks) ──> finish ──> exit (code: worker.dispatch)
 
-The worker's long-lived process holds the job's lease while this process trains. Callbacks
+Jobs of one sweep that the worker took together (shared.jobs.take_siblings) train together
+(worker.runner.run_jobs_fused), each with its own callbacks, artifacts, and end: one that is
+cancelled, times out or fails leaves the group while the others go on.
+
+The worker's long-lived process holds each job's lease while this process trains. Callbacks
 stream `step` and `epoch` events (and `fold` events of cross-fitting models), record progress,
 and stop training at the next step when
 the job is cancelled, its lease went to another worker, or it ran past its time limit
@@ -12,7 +16,10 @@ and `done` events come from shared.jobs with each state change.
 """
 
 import logging
+import os
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -41,7 +48,7 @@ from shared.versions import VersionArrays
 from shared.stream import MetricsStream, get_stream
 from worker.datasets import UPLOADED_PREFIX, uploaded_path
 from worker.dispatch import GIVE_BACK, SERVICE_ERRORS
-from worker.runner import run_job
+from worker.runner import run_job, run_jobs_fused
 from worker.sinks import ObjectStoreSink
 from worker.trainer import Callback, TrainState
 
@@ -57,55 +64,142 @@ SUMMARY = ("final_test_accuracy", "best_test_accuracy", "final_val_accuracy", "b
            "num_corrupted", "mislabel_detection", "label_quality")
 
 
-def run_taken_job(job_id: str, worker_id: str) -> int:
+@dataclass
+class TakenJob:
+    """A job this process trains, and its link to the service."""
+
+    job_id: str
+    spec: ResolvedSpec
+    attempt: int
+    control: "JobControl"
+
+
+def run_taken_job(job_id: str, worker_id: str, cores: Sequence[int] = (),
+                  report_peak: Callable[[int], None] | None = None) -> int:
     """Train the job `worker_id` took and record how it ended; the process's exit code."""
+    return run_taken_jobs([job_id], worker_id, cores, report_peak)
+
+
+def run_taken_jobs(job_ids: Sequence[str], worker_id: str, cores: Sequence[int] = (),
+                   report_peak: Callable[[int], None] | None = None) -> int:
+    """Train the jobs `worker_id` took, together when there are several (worker.fused), and
+    record how each ended; the process's exit code: GIVE_BACK when any job was given back. On
+    `cores` when given (their slot of a packing CPU worker); the device memory's peak after the
+    first epoch goes to `report_peak` (a GPU worker admits jobs of the same shape by it)."""
+    pin(cores)
     settings = get_settings()
     engine = get_engine(settings.database_url)
-    attempt = 0
     try:
-        with Session(engine) as session:
-            job = session.get(Job, job_id)
-            spec, attempt = ResolvedSpec.model_validate(job.spec), job.attempts
-            deadline, _ = scheduling.deadline(job, settings)
-        control = JobControl(job_id, worker_id, settings, engine, get_stream(settings), deadline)
-        try:
-            status, fields = _train(job_id, spec, settings, control)
-        except SERVICE_ERRORS as exc:
-            if attempt < settings.max_attempts:
-                raise
-            status, fields = JobStatus.failed, {"error": service_failure(exc, attempt)}
-        if status is None:
-            log.warning("job %s: lost its lease to another worker; stopped without finishing it", job_id)
-            return 0
-        with Session(engine) as session:
-            finished = jobs.finish(session, job_id, worker_id, status, settings, **fields)
+        taken = [_read(job_id, worker_id, settings, engine) for job_id in job_ids]
     except SERVICE_ERRORS as exc:
-        log.warning("job %s: attempt %d gave up on a service (%s); given back to be retried", job_id, attempt, exc)
+        log.warning("jobs %s: could not be read (%s); given back to be retried", ", ".join(job_ids), exc)
         return GIVE_BACK
-    log.info("job %s: %s", job_id, status if finished else f"{status}, but another worker holds it now")
-    return 0
+    given_back = False
+    for job, outcome in zip(taken, _train(taken, settings, _peak_reporter(report_peak))):
+        try:
+            given_back |= _record(job, outcome, settings, engine)
+        except SERVICE_ERRORS as exc:
+            log.warning("job %s: attempt %d could not record its end (%s); given back to be retried",
+                        job.job_id, job.attempt, exc)
+            given_back = True
+    return GIVE_BACK if given_back else 0
 
 
-def _train(job_id: str, spec: ResolvedSpec, settings: Settings,
-           control: "JobControl") -> tuple[JobStatus | None, dict[str, Any]]:
-    """Run the job; (final status, finish fields), or (None, {}) when the lease was lost."""
-    sink = ObjectStoreSink(get_store(settings), job_id)
+def _read(job_id: str, worker_id: str, settings: Settings, engine: Engine) -> TakenJob:
+    with Session(engine) as session:
+        job = session.get(Job, job_id)
+        deadline, _ = scheduling.deadline(job, settings)
+        spec, attempt = ResolvedSpec.model_validate(job.spec), job.attempts
+    return TakenJob(job_id, spec, attempt, JobControl(job_id, worker_id, settings, engine, get_stream(settings), deadline))
+
+
+def _train(taken: list[TakenJob], settings: Settings, others: Sequence[Callback] = ()) -> list[dict[str, Any] | Exception]:
+    """Each job's result.json content, or the exception that ended it. `others`: callbacks of
+    the process (the memory peak's), given to every job."""
+    store = get_store(settings)
+    specs, sinks = [job.spec for job in taken], [ObjectStoreSink(store, job.job_id) for job in taken]
     try:
-        fetch_upload(spec.dataset, settings)
-        result = run_job(spec, sink, settings.data_dir, settings.allow_download, [control])
-    except SERVICE_ERRORS:
-        raise
+        fetch_upload(specs[0].dataset, settings)  # one data set: only jobs of one shape train together
+        if len(taken) == 1:
+            return [run_job(specs[0], sinks[0], settings.data_dir, settings.allow_download,
+                            [taken[0].control, *others])]
+        log.info("jobs %s: training together", ", ".join(job.job_id for job in taken))
+        return run_jobs_fused(specs, sinks, settings.data_dir, settings.allow_download,
+                              [[job.control, *others] for job in taken])
     except Exception as exc:
-        log.exception("job %s failed", job_id)
-        return JobStatus.failed, {"error": failure(exc)}
+        return [exc for _ in taken]
+
+
+def _record(job: TakenJob, outcome: dict[str, Any] | Exception, settings: Settings, engine: Engine) -> bool:
+    """Finish the job as its outcome says; True when it is given back instead (a service was
+    down and attempts are left: it resumes from its resume.pt once requeued)."""
+    if isinstance(outcome, SERVICE_ERRORS):
+        if job.attempt < settings.max_attempts:
+            log.warning("job %s: attempt %d gave up on a service (%s); given back to be retried",
+                        job.job_id, job.attempt, outcome)
+            return True
+        status, fields = JobStatus.failed, {"error": service_failure(outcome, job.attempt)}
+    elif isinstance(outcome, Exception):
+        log.error("job %s failed", job.job_id, exc_info=outcome)
+        status, fields = JobStatus.failed, {"error": failure(outcome)}
+    else:
+        status, fields = _ending(job, outcome, settings)
+    if status is None:
+        log.warning("job %s: lost its lease to another worker; stopped without finishing it", job.job_id)
+        return False
+    with Session(engine) as session:
+        finished = jobs.finish(session, job.job_id, job.control.worker_id, status, settings, **fields)
+    log.info("job %s: %s", job.job_id, status if finished else f"{status}, but another worker holds it now")
+    return False
+
+
+def _ending(job: TakenJob, result: dict[str, Any], settings: Settings) -> tuple[JobStatus | None, dict[str, Any]]:
+    """The final status of a job whose training returned, and its finish fields; (None, {})
+    when the lease was lost."""
+    control = job.control
     if result["status"] == "stopped":
         if control.lost:
             return None, {}
         if control.timed_out:
-            limit = scheduling.limit_s(spec.time_limit_s, settings)
+            limit = scheduling.limit_s(job.spec.time_limit_s, settings)
             return JobStatus.failed, {"error": scheduling.time_limit_error(limit, settings)}
         return JobStatus.cancelled, {}
     return JobStatus.succeeded, {"result": {k: result[k] for k in SUMMARY if k in result}}
+
+
+def pin(cores: Sequence[int]) -> None:
+    """Run on these cores only, with as many torch threads (where the OS can pin: Linux)."""
+    if not cores:
+        return
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cores)
+    torch.set_num_threads(len(cores))
+
+
+def free_device_memory() -> int | None:
+    """The CUDA device's free bytes now (every process's use counted), or None without one."""
+    return torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else None
+
+
+class PeakMemory(Callback):
+    """After the first epoch of this process, the peak of device memory its allocator held
+    (max_memory_reserved: what other processes cannot have, at least max_memory_allocated)."""
+
+    def __init__(self, report: Callable[[int], None]):
+        self.report, self.sent = report, False
+
+    def on_epoch_end(self, state: TrainState, metrics: dict[str, Any]) -> None:
+        if self.sent:
+            return
+        self.sent = True
+        try:
+            self.report(torch.cuda.max_memory_reserved())
+        except OSError:  # the worker is gone; this process dies with it
+            log.warning("could not report the device memory's peak to the worker")
+
+
+def _peak_reporter(report: Callable[[int], None] | None) -> list[Callback]:
+    return [PeakMemory(report)] if report is not None and torch.cuda.is_available() else []
 
 
 def fetch_upload(dataset: str, settings: Settings) -> None:

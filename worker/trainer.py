@@ -244,18 +244,31 @@ def _train(
         metrics = train_epoch(state, data, loss_fn, callbacks, epoch)
         if metrics is None:
             return TrainResult(state, stopped=True)
-        check_finite(state, metrics["train_loss"], epoch)
-        if evaluate:
-            metrics.update(evaluate_epoch(state.model, data, spec))
-        state.scheduler.step()
-        metrics["epoch_seconds"] = time.perf_counter() - started
-        state.epoch = epoch
-        state.history.append(metrics)
-        if evaluate:
-            state.best_test_accuracy = max(state.best_test_accuracy or 0.0, metrics["test_acc"])
-        for callback in callbacks:
-            callback.on_epoch_end(state, metrics)
+        end_epoch(state, data, metrics, callbacks, time.perf_counter() - started, evaluate=evaluate)
     return TrainResult(state, stopped=False)
+
+
+def end_epoch(
+    state: TrainState, data: PreparedData, metrics: dict[str, Any], callbacks: Sequence[Callback], train_seconds: float,
+    figures: dict[str, Any] | None = None, evaluate: bool = True,
+) -> None:
+    """Check, evaluate and record the epoch `metrics["epoch"]` just trained, then tell the callbacks.
+    `figures`: the evaluation's, when made already. epoch_seconds is `train_seconds` (the
+    training pass, and that evaluation) plus the evaluation's here. Without `evaluate`, the
+    epoch's figures are its training figures alone and best_test_accuracy stays as it was."""
+    started = time.perf_counter()
+    epoch = metrics["epoch"]
+    check_finite(state, metrics["train_loss"], epoch)
+    if evaluate:
+        metrics.update(figures if figures is not None else evaluate_epoch(state.model, data, state.spec))
+    state.scheduler.step()
+    metrics["epoch_seconds"] = train_seconds + time.perf_counter() - started
+    state.epoch = epoch
+    state.history.append(metrics)
+    if evaluate:
+        state.best_test_accuracy = max(state.best_test_accuracy or 0.0, metrics["test_acc"])
+    for callback in callbacks:
+        callback.on_epoch_end(state, metrics)
 
 
 @contextlib.contextmanager
@@ -330,29 +343,51 @@ def train_epoch(
     for b, (start, end) in enumerate(bounds):
         if any(c.should_stop() for c in callbacks):
             return None
-        index = draws["order"][start:end]
-        batch = {k: v[start:end] for k, v in draws.items() if k != "order"}
-        x = standardize(augment(data.x_train[index], batch), mean, std)
-        y = data.y_train[index]
+        x, y = batch_inputs(data, draws, start, end, mean, std)
         with autocast(device, spec.precision):
             logits = model(x)
         loss = loss_fn(logits.float(), y)
-        objective = loss + spec.l1 * sum(p.abs().sum() for p in params) if spec.l1 > 0 else loss
         optimizer.zero_grad(set_to_none=True)
-        objective.backward()
-        if spec.grad_clip > 0:
-            nn.utils.clip_grad_norm_(params, spec.grad_clip, foreach=True)
-        optimizer.step()
-        state.step += 1
+        with_l1(loss, spec, params).backward()
+        optimizer_step(state, params)
         loss_sum += loss.detach() * len(y)
-        due = [c for c in loggers if state.step % c.log_every == 0]
-        if due:
-            step = {"epoch": epoch, "step": state.step, "batch": b + 1, "batches": len(bounds), "loss": loss.item(), "lr": lr}
-            for callback in due:
-                callback.on_step(state, step)
+        log_step(state, loggers, epoch, b + 1, len(bounds), lr, loss)
     train_loss = loss_sum.item() / n  # waits for the device, so the time below is honest
     seconds = time.perf_counter() - started
     return {"epoch": epoch, "train_loss": train_loss, "lr": lr, "samples_per_second": n / seconds}
+
+
+def batch_inputs(
+    data: PreparedData, draws: dict[str, Tensor], start: int, end: int, mean: Tensor, std: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Positions [start, end) of the epoch's order: standardized, augmented images and their labels."""
+    index = draws["order"][start:end]
+    batch = {k: v[start:end] for k, v in draws.items() if k != "order"}
+    return standardize(augment(data.x_train[index], batch), mean, std), data.y_train[index]
+
+
+def with_l1(loss: Tensor, spec: ResolvedSpec, params: Sequence[Tensor]) -> Tensor:
+    """The objective minimized: the loss, plus the L1 penalty when the spec asks for one."""
+    return loss + spec.l1 * sum(p.abs().sum() for p in params) if spec.l1 > 0 else loss
+
+
+def optimizer_step(state: TrainState, params: Sequence[Tensor]) -> None:
+    """Clip the gradients (when the spec asks) and take one optimizer step."""
+    if state.spec.grad_clip > 0:
+        nn.utils.clip_grad_norm_(params, state.spec.grad_clip, foreach=True)
+    state.optimizer.step()
+    state.step += 1
+
+
+def log_step(
+    state: TrainState, loggers: Sequence[Callback], epoch: int, batch: int, batches: int, lr: float, loss: Tensor
+) -> None:
+    """A `step` event for the callbacks whose log_every divides the step just taken."""
+    due = [c for c in loggers if state.step % c.log_every == 0]
+    if due:
+        step = {"epoch": epoch, "step": state.step, "batch": batch, "batches": batches, "loss": loss.item(), "lr": lr}
+        for callback in due:
+            callback.on_step(state, step)
 
 
 def autocast(device: torch.device, precision: str) -> torch.autocast:
@@ -390,13 +425,26 @@ def _channels_last_grad(module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Te
 
 
 def evaluate_epoch(model: nn.Module, data: PreparedData, spec: ResolvedSpec) -> dict[str, Any]:
-    def score(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        losses, predicted, _ = predict(model, x, y, data.mean, data.std, spec.eval_batch_size, spec.precision)
-        return losses, predicted
+    scores = {
+        name: predict(model, x, y, data.mean, data.std, spec.eval_batch_size, spec.precision)[:2]
+        for name, (x, y) in evaluation_sets(data).items()
+    }
+    return epoch_figures(data, scores)
 
-    test_losses, test_predicted = score(data.x_test, data.y_test)
+
+def evaluation_sets(data: PreparedData) -> dict[str, tuple[Tensor, Tensor]]:
+    """What an epoch's evaluation scores: the test set, the training set, the validation set if any."""
+    sets = {"test": (data.x_test, data.y_test), "train": (data.x_train, data.y_train)}
+    if data.y_val is not None and len(data.y_val):
+        sets["val"] = (data.x_val, data.y_val)
+    return sets
+
+
+def epoch_figures(data: PreparedData, scores: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Any]:
+    """The epoch's evaluation figures from each evaluation set's per-sample losses and predictions."""
+    test_losses, test_predicted = scores["test"]
     metrics = {"test_loss": test_losses.mean().item(), "test_acc": _share(test_predicted == data.y_test)}
-    _, predicted = score(data.x_train, data.y_train)
+    _, predicted = scores["train"]
     metrics["train_acc"] = _share(predicted == data.y_train)
     metrics["memorized"] = metrics["true_label_acc_on_corrupted"] = None
     if data.y_train_clean is not None:
@@ -404,8 +452,8 @@ def evaluate_epoch(model: nn.Module, data: PreparedData, spec: ResolvedSpec) -> 
         if corrupted.any():
             metrics["memorized"] = _share((predicted == data.y_train)[corrupted])
             metrics["true_label_acc_on_corrupted"] = _share((predicted == data.y_train_clean)[corrupted])
-    if data.y_val is not None and len(data.y_val):
-        val_losses, val_predicted = score(data.x_val, data.y_val)
+    if "val" in scores:
+        val_losses, val_predicted = scores["val"]
         metrics["val_loss"] = val_losses.mean().item()
         metrics["val_acc"] = _share(val_predicted == data.y_val)
     return metrics

@@ -6,6 +6,11 @@ api/static/vendor). No page loads anything from another host.
     render.py    templates, `render`, `redirect`, `page_router` (errors of a navigation as pages)
     login.py     /ui/login, /ui/logout
     jobs.py      /ui/jobs, /ui/jobs/{id} (+ its metrics, events, artifacts and cancel)
+    compare.py   /ui/compare (2 to 200 jobs' curves, the spec fields that differ) and its metrics
+    sweeps.py    /ui/sweeps, /ui/sweeps/{id} (+ its cancel and table downloads)
+    submit.py    /ui/submit (a job's form, from the catalog) and the presets it shows
+    datasets.py  /ui/datasets, /ui/datasets/{id} (class counts, lineage) and its images as PNGs
+    mislabels.py /ui/jobs/{id}/mislabels (a job's suspects, marked; a new version from the marks)
 
 To add a page: in a module of this package, `router = page_router()`; a route takes `visitor:
 SignedIn` (or `CsrfChecked` for a form post), reads through the service functions of shared/
@@ -19,11 +24,12 @@ api/static/ui/charts.js.
 
 from fastapi import Request
 
-from api.ui import jobs, login
+from api.ui import compare, datasets, jobs, login, mislabels, submit, sweeps
 from api.ui.render import page_router
 from shared.errors import NotFound
 
-PAGES = [login.router, jobs.router]
+PAGES = [login.router, jobs.router, compare.router, sweeps.router, submit.router, datasets.router,
+         mislabels.router]
 
 router = page_router()
 for pages in PAGES:

@@ -28,7 +28,8 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 STATIC = Path(__file__).resolve().parents[1] / "static"
 
 # The pages named in the top bar: (key, path, label); a page passes its key as `nav`.
-NAV = [("jobs", "/ui/jobs", "Jobs")]
+NAV = [("jobs", "/ui/jobs", "Jobs"), ("sweeps", "/ui/sweeps", "Sweeps"), ("submit", "/ui/submit", "Submit"),
+       ("datasets", "/ui/datasets", "Data sets")]
 
 # Every asset comes from this host; the scripts reach only this host; no inline script or style.
 SECURITY_HEADERS = {
@@ -55,10 +56,17 @@ def _percent(value: Any, digits: int = 1) -> str:
     return f"{100 * value:.{digits}f} %"
 
 
+def _short(value: Any) -> str:
+    """A number as the dashboard's scripts write it (10.0 as 10, 0.00010 as 0.0001); other values as they are."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "–" if value is None else str(value)
+
+
 def _environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(when=_when, percent=_percent)
+    env.filters.update(when=_when, percent=_percent, short=_short)
     env.globals.update(NAV=NAV)
     return env
 

@@ -34,12 +34,14 @@ def test_readyz_names_what_is_down(settings):
     assert body["checks"]["redis"].startswith("error") and body["checks"]["object_store"].startswith("error")
 
 
-def test_metrics_expose_jobs_queue_depth_and_latency(client: TestClient, user_headers):
+def test_metrics_expose_jobs_queue_depth_workers_and_latency(client: TestClient, user_headers):
     client.post("/v1/jobs", json={"dataset": "mnist", "epochs": 1}, headers=user_headers)
     text = client.get("/metrics").text
     assert 'noisyfit_jobs{status="queued"}' in text and 'noisyfit_jobs{status="succeeded"}' in text
     depth = next(line for line in text.splitlines() if line.startswith("noisyfit_queue_depth "))
     assert float(depth.split()[1]) >= 1
+    assert "noisyfit_workers " in text
+    assert 'noisyfit_worker_slots{state="total"}' in text and 'noisyfit_worker_slots{state="busy"}' in text
     assert 'noisyfit_http_request_duration_seconds_bucket{le="0.005",method="POST",route="/v1/jobs",status="201"}' \
         in text
 

@@ -136,7 +136,7 @@ def api(e2e_env: dict[str, str], processes: list[Process],
 
 
 class Workers:
-    """Celery worker processes: `celery -A worker.app worker -Q train -c 1` (prefork, as deployed)."""
+    """Celery worker processes: `celery -A worker.app worker -Q train`, as deployed."""
 
     def __init__(self, env: dict[str, str], folder: Path, processes: list[Process]):
         self.env, self.folder, self.processes = env, folder, processes
@@ -145,7 +145,7 @@ class Workers:
     def start(self) -> Process:
         name = f"worker{len(self.processes)}"
         worker = start(name, [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "train",
-                              "-c", "1", "-n", f"{name}@%h", "--loglevel", "INFO"], self.env, self.folder)
+                              "-n", f"{name}@%h", "--loglevel", "INFO"], self.env, self.folder)
         self.processes.append(worker)
         wait_until(lambda: " ready." in worker.log.read_text() or worker.process.poll() is not None, 120,
                    "the worker to be ready")

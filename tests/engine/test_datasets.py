@@ -9,8 +9,9 @@ import torch
 import torchvision
 
 from shared.errors import DatasetUnavailable
+from shared.idx import read_idx
 from worker.data_files import LAYOUTS, holds
-from worker.datasets import DATASETS, SYSTEM_DATA_DIRS, load_dataset, read_idx
+from worker.datasets import DATASETS, SYSTEM_DATA_DIRS, load_dataset
 
 FASHION_DIR = SYSTEM_DATA_DIRS[0]
 

@@ -129,7 +129,7 @@ class Stack:
     def start_worker(self, env: dict[str, str] | None = None) -> Process:
         """A Celery worker with the stack's environment, `env` added (e.g. its own NOISYFIT_DATA_DIR)."""
         name = f"{self.name}-worker{len(self.processes)}"
-        worker = start(name, [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "train", "-c", "1",
+        worker = start(name, [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "train",
                               "-n", f"{name}@%h", "--loglevel", "INFO"], {**self.env, **(env or {})}, self.folder)
         self.processes.append(worker)
         wait_until(lambda: " ready." in worker.log.read_text() or worker.process.poll() is not None, 180,

@@ -81,7 +81,7 @@ def victim(api: TestClient, user: Callable[..., User], isolated_settings: Settin
     get_store(isolated_settings).put_bytes(artifact_key(finished, ARTIFACT), b'{"final_test_accuracy": 0.5}')
     queued = api.post("/v1/jobs", json={**TINY_SPEC, "seed": 1}, headers=owner.headers).json()["id"]
     ids: dict[str, Any] = {"user": owner, "job_id": finished, "queued_job_id": queued, "key_id": owner.key_id,
-                           "name": ARTIFACT}
+                           "name": ARTIFACT, "index": 0}
     paths = {route.path for route in _flat_routes(api.app)}
     if "/v1/sweeps" in paths:
         sweep = {"base": {**TINY_SPEC, "epochs": 1}, "grid": {"seed": [0]}}

@@ -26,12 +26,18 @@
   };
 
   // The element stays (an aria-live region keeps announcing); its attributes and children change.
+  // Checkboxes the visitor ticked in it (the jobs to compare) stay ticked.
   function update(element, replacement) {
+    const ticked = new Set(Array.from(element.querySelectorAll("input[type=checkbox][name]:checked"),
+      (box) => `${box.name}=${box.value}`));
     for (const name of element.getAttributeNames()) {
       if (!replacement.hasAttribute(name)) element.removeAttribute(name);
     }
     for (const name of replacement.getAttributeNames()) element.setAttribute(name, replacement.getAttribute(name));
     element.replaceChildren(...Array.from(replacement.childNodes, (node) => document.importNode(node, true)));
+    for (const box of element.querySelectorAll("input[type=checkbox][name]")) {
+      if (ticked.has(`${box.name}=${box.value}`)) box.checked = true;
+    }
   }
 
   function watch() {

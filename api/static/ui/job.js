@@ -42,6 +42,7 @@
         return typeof value === "number" ? value * (def.scale || 1) : null;
       })));
     }
+    if (xs.length) noisyfit.charts.drawnFirst(); // bench/ui.py reads the mark
   }
 
   function redraw() {

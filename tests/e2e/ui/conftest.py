@@ -8,10 +8,12 @@ against the real stack of tests/e2e/conftest.py (uvicorn, a Celery worker, Redis
   127.0.0.1 or localhost is aborted and fails the test, as does a console error, an uncaught
   script error or an asset (/static/) that does not load.
 - `ui_user`: a user of the live API (`.key`, `.http`, an httpx client with their key).
-- `sign_in(page, key)`, `fits(page)`, `screenshot(page, name)` (under var/screenshots/).
+- `sign_in(page, key)`, `fits(page)`, `screenshot(page, name)` (under var/screenshots/),
+  `wait_for(page, predicate, timeout_s, what)`.
 """
 
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,3 +140,11 @@ def screenshot(page: Page, name: str) -> Path:
     path = SCREENSHOTS / f"{name}-{width}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def wait_for(page: Page, predicate: Callable[[], bool], timeout_s: float, what: str | Callable[[], str]) -> None:
+    """Poll the page (page.wait_for_function would evaluate a string, which the pages' CSP forbids)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"waited {timeout_s}s for {what() if callable(what) else what}"
+        page.wait_for_timeout(200)

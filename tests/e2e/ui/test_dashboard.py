@@ -2,16 +2,14 @@
 charts and statuses, isolation between users, revoked keys, CSRF, phone and desktop widths,
 and no request to any other host (the `visit` fixture fails a test on one)."""
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Page
 
 from tests.e2e.conftest import FINISHED, Workers, wait_for_status
-from tests.e2e.ui.conftest import WIDTHS, UiUser, Visit, fits, screenshot, sign_in
+from tests.e2e.ui.conftest import WIDTHS, UiUser, Visit, fits, screenshot, sign_in, wait_for
 
 LIVE_JOB = {"dataset": "fashion-mnist", "noise": {"type": "symmetric", "rate": 0.4}, "loss": "nce+rce",
             "epochs": 2, "train_size": 500, "seed": 0, "lr": 0.02}
@@ -39,14 +37,6 @@ def finished_job(live_job: str, ui_user: UiUser) -> str:
 
 def points(visit: Visit) -> int:
     return int(visit.page.get_attribute(ACCURACY_CHART, "data-points") or 0)
-
-
-def wait_for(page: Page, predicate: Callable[[], bool], timeout_s: float, what: str | Callable[[], str]) -> None:
-    """Poll the page (page.wait_for_function would evaluate a string, which the pages' CSP forbids)."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"waited {timeout_s}s for {what() if callable(what) else what}"
-        page.wait_for_timeout(200)
 
 
 def test_a_request_to_another_host_is_caught(visit: Callable[..., Visit]):
