@@ -20,7 +20,7 @@ table per noise setting, the side-by-side verdict, and the means over the settin
 the figures as JSON.
 
 cleanlab is AGPL: it is the `bench` extra (pip install -e '.[bench]'), installed by no image, and
-imported here only, inside cleanlab_estimate.
+imported here only (require_cleanlab, which says what to install when it is missing).
 
     python bench/label_issues.py --train-size 5000 --epochs 6 --out var/label_issues.json
     python bench/label_issues.py --from-json var/label_issues.json   # the tables again, no training
