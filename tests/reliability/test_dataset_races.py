@@ -40,6 +40,26 @@ def tiny_npz() -> bytes:
     return buffer.getvalue()
 
 
+def race(url: str, headers: dict[str, str],
+         requests: dict[str, tuple[str, str, dict | None]]) -> dict[str, httpx.Response]:
+    """Send every request (key → method, path, JSON body) at once, each from its own thread and
+    client, released together by a barrier; the answers by key."""
+    answers: dict[str, httpx.Response] = {}
+    barrier = threading.Barrier(len(requests))
+
+    def send(key: str, method: str, path: str, body: dict | None) -> None:
+        with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
+            barrier.wait()
+            answers[key] = http.request(method, path, json=body)
+
+    threads = [threading.Thread(target=send, args=(key, *request)) for key, request in requests.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(90)
+    return answers
+
+
 def test_delete_racing_submissions_lets_one_side_win(race_stack: Stack) -> None:
     owner = race_stack.client("racer")
     headers = dict(owner.headers)
@@ -48,22 +68,11 @@ def test_delete_racing_submissions_lets_one_side_win(race_stack: Stack) -> None:
         uploaded = owner.post("/v1/datasets", data={"name": "raced"}, files={"file": ("d.npz", tiny_npz())})
         assert uploaded.status_code == 201, uploaded.text
         dataset = uploaded.json()["id"]
-        answers: dict[str, httpx.Response] = {}
-        barrier = threading.Barrier(1 + SUBMITTERS)
-
-        def send(key: str, method: str, path: str, body: dict | None = None) -> None:
-            with httpx.Client(base_url=race_stack.url, headers=headers, timeout=60) as http:
-                barrier.wait()
-                answers[key] = http.request(method, path, json=body)
-
-        threads = [threading.Thread(target=send, args=("delete", "DELETE", f"/v1/datasets/{dataset}"))]
-        threads += [threading.Thread(target=send, args=(f"job{i}", "POST", "/v1/jobs",
-                                                        {"dataset": dataset, "loss": "ce", "epochs": 1, "seed": i}))
-                    for i in range(SUBMITTERS)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(90)
+        answers = race(race_stack.url, headers, {
+            "delete": ("DELETE", f"/v1/datasets/{dataset}", None),
+            **{f"job{i}": ("POST", "/v1/jobs", {"dataset": dataset, "loss": "ce", "epochs": 1, "seed": i})
+               for i in range(SUBMITTERS)},
+        })
         delete = answers.pop("delete")
         created = [r.json()["id"] for r in answers.values() if r.status_code == 201]
         refused = [r for r in answers.values() if r.status_code != 201]
@@ -93,21 +102,10 @@ def test_delete_racing_new_versions_lets_one_side_win(race_stack: Stack) -> None
     for _ in range(ROUNDS):
         uploaded = owner.post("/v1/datasets", data={"name": "raced"}, files={"file": ("d.npz", tiny_npz())})
         dataset = uploaded.json()["id"]
-        answers: dict[str, httpx.Response] = {}
-        barrier = threading.Barrier(1 + SUBMITTERS)
-
-        def send(key: str, method: str, path: str, body: dict | None = None) -> None:
-            with httpx.Client(base_url=race_stack.url, headers=headers, timeout=60) as http:
-                barrier.wait()
-                answers[key] = http.request(method, path, json=body)
-
-        threads = [threading.Thread(target=send, args=("delete", "DELETE", f"/v1/datasets/{dataset}"))]
-        threads += [threading.Thread(target=send, args=(f"v{i}", "POST", f"/v1/datasets/{dataset}/versions",
-                                                        {"changes": [[i, 1]]})) for i in range(SUBMITTERS)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(90)
+        answers = race(race_stack.url, headers, {
+            "delete": ("DELETE", f"/v1/datasets/{dataset}", None),
+            **{f"v{i}": ("POST", f"/v1/datasets/{dataset}/versions", {"changes": [[i, 1]]}) for i in range(SUBMITTERS)},
+        })
         delete = answers.pop("delete")
         made = [r.json()["id"] for r in answers.values() if r.status_code == 201]
         assert all(r.status_code == 404 for r in answers.values() if r.status_code != 201), \
