@@ -231,6 +231,19 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if report.problems() else 0
 
 
+def start_api(name: str, env: dict[str, str] | None = None) -> tuple[str, subprocess.Popen]:
+    """uvicorn with the NOISYFIT_* settings on a free port, logging to var/bench-NAME.log, once it
+    answers /healthz: its URL and process (stop it with os.killpg(process.pid, SIGTERM))."""
+    port = free_port()
+    log = ROOT / "var" / f"bench-{name}.log"
+    log.parent.mkdir(exist_ok=True)
+    api = start([sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port), "--log-level", "warning"],
+                log, env)
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(url, api)
+    return url, api
+
+
 def wait_healthy(url: str, api: subprocess.Popen, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from load import ROOT, SPEC, free_port, start, wait_healthy
+from load import ROOT, SPEC, start_api
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -191,13 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         url = args.url
         if url is None:
             os.environ["NOISYFIT_REDIS_KEY_PREFIX"] = f"bench-streams-{secrets.token_hex(3)}:"  # no worker reads it
-            port = free_port()
-            log = ROOT / "var" / "bench-streams.log"
-            log.parent.mkdir(exist_ok=True)
-            api = start([sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port),
-                          "--log-level", "warning"], log)
-            url = f"http://127.0.0.1:{port}"
-            wait_healthy(url, api)
+            url, api = start_api("streams")
             sys.path.insert(0, str(ROOT))
             from shared.stream import get_stream
 

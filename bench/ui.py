@@ -39,7 +39,7 @@ from typing import Any
 
 import httpx
 
-from load import ROOT, free_port, start, wait_healthy
+from load import ROOT, start_api
 
 sys.path.insert(0, str(ROOT))
 
@@ -286,13 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     url = args.url
     try:
         if url is None:
-            port = free_port()
-            log = ROOT / "var" / "bench-ui.log"
-            log.parent.mkdir(exist_ok=True)
-            api = start([sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port),
-                         "--log-level", "warning"], log)
-            url = f"http://127.0.0.1:{port}"
-            wait_healthy(url, api)
+            url, api = start_api("ui")
         results = run(url, args.admin_token, args)
     finally:
         if api is not None:
