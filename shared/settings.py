@@ -2,6 +2,7 @@
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -91,6 +92,10 @@ class Settings(BaseSettings):
     cores_per_job: int = Field(0, ge=0)
     jobs_per_gpu: int = Field(8, ge=1)
     gpu_memory_margin_mib: int = Field(1024, ge=0)
+    # Data sets resident on the device across jobs (worker/resident.py): a holder process keeps a
+    # built-in data set's images on the worker's device and lends them to its jobs. auto: on a GPU
+    # worker; on: a CPU worker too (shared memory; no faster than the fork server's copy); off.
+    resident_data: Literal["auto", "on", "off"] = "auto"
     # A message whose job does not fit beside the running ones waits this long for room on its
     # worker, then goes back to the queue for another worker.
     admission_wait_s: float = Field(30.0, gt=0)

@@ -65,6 +65,7 @@ from shared.settings import Settings, get_settings
 from shared.spec import ResolvedSpec
 from worker.device_memory import CUDA_CONTEXT_BYTES, MIB, DataShape, MeasuredMemory, job_need
 from worker.packing import Admission, NoRoom, Packer, Slot
+from worker.resident import Lender, lends, serve, start_holder
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ PROBE_TIMEOUT_S = 60.0
 
 _processes = multiprocessing.get_context("forkserver")
 _packer: Packer | None = None
+_holder: tuple[BaseProcess, Lender] | None = None  # the worker's data holder (worker.resident), once started
+_holder_lock = threading.Lock()
 MEASURED = MeasuredMemory()  # what jobs of each shape used on this worker's device
 
 
@@ -102,6 +105,29 @@ def start_packing(settings: Settings) -> Packer:
 
 def current_packer() -> Packer:
     return _packer or start_packing(get_settings())
+
+
+def data_lender(settings: Settings, device: str) -> Lender | None:
+    """Where this worker's data holder listens (worker.resident): started at the first job that
+    asks, and again when it died. None where data sets do not stay on the device, or when the
+    holder does not start (jobs then copy their own images)."""
+    global _holder
+    if not lends(settings.resident_data, device):
+        return None
+    with _holder_lock:
+        if _holder is not None and not _holder[0].is_alive():
+            log.warning("the data holder (process %d) ended with exit code %s; starting another",
+                        _holder[0].pid, _holder[0].exitcode)
+            _holder = None
+        if _holder is None:
+            try:
+                _holder = start_holder(_processes, device, target=_hold)
+            except Exception:
+                log.exception("the data holder did not start; jobs copy their own images")
+                return None
+            log.info("the data holder (process %d) keeps data sets on %s for this worker's jobs", _holder[0].pid,
+                     device)
+        return _holder[1]
 
 
 @dataclass(frozen=True)
@@ -248,7 +274,8 @@ def _run(taken: Taken, worker_id: str, settings: Settings, engine: Engine, packe
     reports, report = _processes.Pipe(duplex=False)
     siblings = tuple(sibling.job_id for sibling in taken.siblings)
     process = _processes.Process(target=_train, name=f"train-{job_id}", args=(
-        job_id, worker_id, logging.getLogger().getEffectiveLevel(), taken.slot.cores, report, siblings))
+        job_id, worker_id, logging.getLogger().getEffectiveLevel(), taken.slot.cores, report, siblings,
+        data_lender(settings, packer.device)))
     time_up = max([taken.time_up, *(sibling.time_up for sibling in taken.siblings)])
     try:
         with ExitStack() as leases:
@@ -389,15 +416,22 @@ def _report_crash(exitcode: int | None, job_id: str, worker_id: str, engine: Eng
 
 
 def _train(job_id: str, worker_id: str, log_level: int, cores: tuple[int, ...], report: Connection,
-           siblings: tuple[str, ...] = ()) -> None:
+           siblings: tuple[str, ...] = (), lender: Lender | None = None) -> None:
     """The training process: dies with its parent, logs as the worker does, trains the job (and
-    its `siblings` together with it) on its cores (all when none are given), reports its device
-    memory's peak, exits."""
+    its `siblings` together with it) on its cores (all when none are given), its images lent by
+    the data holder when there is one, reports its device memory's peak, exits."""
     _die_with_parent()
     logging.basicConfig(level=log_level, format=LOG_FORMAT)
     from worker.tasks import run_taken_jobs  # torch: only here (the fork server imported it already)
 
-    sys.exit(run_taken_jobs([job_id, *siblings], worker_id, cores, report.send))
+    sys.exit(run_taken_jobs([job_id, *siblings], worker_id, cores, report.send, lender))
+
+
+def _hold(lender: Lender, device: str, ready: Connection) -> None:
+    """The data holder's process: dies with its parent, logs as the worker does, serves."""
+    _die_with_parent()
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    serve(lender, device, ready)
 
 
 def _probe_memory(reply: Connection) -> None:

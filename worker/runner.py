@@ -45,6 +45,7 @@ from worker.cross_fit import cross_fitted_probabilities
 from worker.datasets import UPLOADED_PREFIX, LoadedData, load_dataset
 from worker.label_quality import LabelQuality, assess_labels, summary
 from worker.noise import corrupt_labels, noise_report
+from worker.resident import LentImages
 from shared.plots import job_plot, job_title, label_heatmap
 from shared.spec import ResolvedSpec
 from shared.stream import encode, finite
@@ -133,21 +134,30 @@ def fold_assignment(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return fold
 
 
-def prepare_data(dataset: LoadedData, labels: JobLabels) -> PreparedData:
+def prepare_data(dataset: LoadedData, labels: JobLabels, lent: LentImages | None = None) -> PreparedData:
+    """The job's images and labels. Its images come from `lent` when given (the data set's, on the
+    device: worker.resident), else from the data set in host memory: the whole training set as it
+    is, a subset gathered where the images are. Nothing writes into them."""
+    images = (dataset.x_train, dataset.x_test) if lent is None else (lent.x_train, lent.x_test)
     train, val = torch.from_numpy(labels.train_indices), torch.from_numpy(labels.val_indices)
     noisy = torch.from_numpy(labels.noisy)
     return PreparedData(
-        x_train=dataset.x_train[train],
+        x_train=rows(images[0], train),
         y_train=noisy[train],
-        x_test=dataset.x_test,
+        x_test=images[1],
         y_test=dataset.y_test,
         num_classes=dataset.num_classes,
         mean=tuple(dataset.mean),
         std=tuple(dataset.std),
         y_train_clean=torch.from_numpy(labels.clean)[train],
-        x_val=dataset.x_train[val] if len(val) else None,
+        x_val=rows(images[0], val) if len(val) else None,
         y_val=noisy[val] if len(val) else None,
     )
+
+
+def rows(images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """images[indices] (sorted, distinct), without a copy when they are all the rows."""
+    return images if len(indices) == len(images) else images[indices.to(images.device)]
 
 
 class MetricsLog(Callback):
@@ -199,12 +209,14 @@ class JobSetup:
 
 
 def set_up_job(
-    spec: ResolvedSpec, sink: ArtifactSink, dataset: LoadedData, callbacks: Sequence[Callback], started: float
+    spec: ResolvedSpec, sink: ArtifactSink, dataset: LoadedData, callbacks: Sequence[Callback], started: float,
+    lent: LentImages | None = None,
 ) -> JobSetup:
-    """Labels, data and resume point of the job; writes noisy_labels.npz. ResumeMismatch when
-    the sink holds another spec's resume point (before anything of that run is overwritten)."""
+    """Labels, data (its images from `lent` when given) and resume point of the job; writes
+    noisy_labels.npz. ResumeMismatch when the sink holds another spec's resume point (before
+    anything of that run is overwritten)."""
     labels = make_labels(spec, dataset)
-    data = prepare_data(dataset, labels)
+    data = prepare_data(dataset, labels, lent)
     saved = sink.get("resume.pt")
     resume = read_resume(saved) if saved is not None else None
     if resume is not None:
@@ -221,14 +233,16 @@ def run_job(
     callbacks: Sequence[Callback] = (),
     device: str | None = None,
     dataset: LoadedData | None = None,
+    images: LentImages | None = None,
 ) -> dict[str, Any]:
     """Run the resolved `spec`, writing its artifacts to `sink`; returns result.json's content,
     or {"status": "stopped", ...} when a callback stopped it (resume.pt stays the resume point).
-    `dataset` spares loading one already in memory."""
+    `dataset` spares loading one already in memory; `images`, copying its images to the device
+    (worker.resident: used when they are the data set's, on `device`)."""
     device = device or default_device()
     started = time.perf_counter()
     dataset = dataset or load_dataset(spec.dataset, data_dir, download=download)
-    job = set_up_job(spec, sink, dataset, callbacks, started)
+    job = set_up_job(spec, sink, dataset, callbacks, started, usable(images, dataset, device))
     job.data = job.data.to(device)  # once: the cross-fitting models share it
     outcome = train(spec, job.data, job.callbacks, device=device, resume=job.resume)
     return finish_job(job, outcome, device, time.perf_counter() - started - job.data_seconds)
@@ -306,6 +320,7 @@ def run_jobs_fused(
     device: str | None = None,
     dataset: LoadedData | None = None,
     wide: bool | None = None,
+    images: LentImages | None = None,
 ) -> list[dict[str, Any] | Exception]:
     """run_job for runs that train together (shared.fusion), each into its own sink with the
     artifacts it would have alone; per run, what run_job returns, or the exception that ended
@@ -315,10 +330,11 @@ def run_jobs_fused(
     callbacks = callbacks or [() for _ in specs]
     started = time.perf_counter()
     dataset = dataset or load_dataset(specs[0].dataset, data_dir, download=download)
+    lent = usable(images, dataset, device)
     jobs: list[JobSetup | Exception] = []
     for spec, sink, own in zip(specs, sinks, callbacks, strict=True):
         try:
-            jobs.append(set_up_job(spec, sink, dataset, own, started))
+            jobs.append(set_up_job(spec, sink, dataset, own, started, lent))
         except Exception as exc:
             jobs.append(exc)
     ready = [job for job in jobs if isinstance(job, JobSetup)]
@@ -331,7 +347,7 @@ def run_jobs_fused(
     except torch.OutOfMemoryError:
         log.warning("%d runs trained together ran out of memory; each trains alone", len(ready))
         _free_device(device)
-        return [job if isinstance(job, Exception) else _alone(job, device) for job in jobs]
+        return [job if isinstance(job, Exception) else _alone(job, device, lent) for job in jobs]
     train_seconds = time.perf_counter() - set_up
     finished = iter(outcomes)
     results: list[dict[str, Any] | Exception] = []
@@ -347,12 +363,24 @@ def run_jobs_fused(
     return results
 
 
-def _alone(job: JobSetup, device: str) -> dict[str, Any] | Exception:
+def _alone(job: JobSetup, device: str, images: LentImages | None) -> dict[str, Any] | Exception:
     """The job trained alone from its resume point (its callbacks but the artifacts' own)."""
     try:
-        return run_job(job.spec, job.sink, "", callbacks=job.own, device=device, dataset=job.dataset)
+        return run_job(job.spec, job.sink, "", callbacks=job.own, device=device, dataset=job.dataset, images=images)
     except Exception as exc:
         return exc
+
+
+def usable(images: LentImages | None, dataset: LoadedData, device: str) -> LentImages | None:
+    """Lent `images` when they are `dataset`'s, on `device`; else None (the job copies its own)."""
+    if images is None:
+        return None
+    if (images.name, images.x_train.shape, images.x_test.shape) != (dataset.name, dataset.x_train.shape,
+                                                                     dataset.x_test.shape):
+        log.warning("lent images of %s do not match the data set %s; this job copies its own", images.name,
+                    dataset.name)
+        return None
+    return images if images.x_train.device.type == torch.device(device).type else None
 
 
 def _free_device(device: str) -> None:

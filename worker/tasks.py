@@ -48,6 +48,7 @@ from shared.versions import VersionArrays
 from shared.stream import MetricsStream, get_stream
 from worker.datasets import UPLOADED_PREFIX, uploaded_path
 from worker.dispatch import GIVE_BACK, SERVICE_ERRORS
+from worker.resident import Lender, borrow
 from worker.runner import run_job, run_jobs_fused
 from worker.sinks import ObjectStoreSink
 from worker.trainer import Callback, TrainState
@@ -75,17 +76,19 @@ class TakenJob:
 
 
 def run_taken_job(job_id: str, worker_id: str, cores: Sequence[int] = (),
-                  report_peak: Callable[[int], None] | None = None) -> int:
+                  report_peak: Callable[[int], None] | None = None, lender: Lender | None = None) -> int:
     """Train the job `worker_id` took and record how it ended; the process's exit code."""
-    return run_taken_jobs([job_id], worker_id, cores, report_peak)
+    return run_taken_jobs([job_id], worker_id, cores, report_peak, lender)
 
 
 def run_taken_jobs(job_ids: Sequence[str], worker_id: str, cores: Sequence[int] = (),
-                   report_peak: Callable[[int], None] | None = None) -> int:
+                   report_peak: Callable[[int], None] | None = None, lender: Lender | None = None) -> int:
     """Train the jobs `worker_id` took, together when there are several (worker.fused), and
     record how each ended; the process's exit code: GIVE_BACK when any job was given back. On
     `cores` when given (their slot of a packing CPU worker); the device memory's peak after the
-    first epoch goes to `report_peak` (a GPU worker admits jobs of the same shape by it)."""
+    first epoch goes to `report_peak` (a GPU worker admits jobs of the same shape by it); the
+    images of a built-in data set come from the worker's data holder when `lender` says where it
+    is (worker.resident)."""
     pin(cores)
     settings = get_settings()
     engine = get_engine(settings.database_url)
@@ -95,7 +98,7 @@ def run_taken_jobs(job_ids: Sequence[str], worker_id: str, cores: Sequence[int] 
         log.warning("jobs %s: could not be read (%s); given back to be retried", ", ".join(job_ids), exc)
         return GIVE_BACK
     given_back = False
-    for job, outcome in zip(taken, _train(taken, settings, _peak_reporter(report_peak))):
+    for job, outcome in zip(taken, _train(taken, settings, _peak_reporter(report_peak), lender)):
         try:
             given_back |= _record(job, outcome, settings, engine)
         except SERVICE_ERRORS as exc:
@@ -113,19 +116,23 @@ def _read(job_id: str, worker_id: str, settings: Settings, engine: Engine) -> Ta
     return TakenJob(job_id, spec, attempt, JobControl(job_id, worker_id, settings, engine, get_stream(settings), deadline))
 
 
-def _train(taken: list[TakenJob], settings: Settings, others: Sequence[Callback] = ()) -> list[dict[str, Any] | Exception]:
+def _train(taken: list[TakenJob], settings: Settings, others: Sequence[Callback] = (),
+           lender: Lender | None = None) -> list[dict[str, Any] | Exception]:
     """Each job's result.json content, or the exception that ended it. `others`: callbacks of
     the process (the memory peak's), given to every job."""
     store = get_store(settings)
     specs, sinks = [job.spec for job in taken], [ObjectStoreSink(store, job.job_id) for job in taken]
     try:
         fetch_upload(specs[0].dataset, settings)  # one data set: only jobs of one shape train together
+        images = borrow(lender, specs[0].dataset, settings.data_dir)
+        if images is not None:
+            log.info("jobs %s: images of %s lent by the data holder", ", ".join(j.job_id for j in taken), images.name)
         if len(taken) == 1:
             return [run_job(specs[0], sinks[0], settings.data_dir, settings.allow_download,
-                            [taken[0].control, *others])]
+                            [taken[0].control, *others], images=images)]
         log.info("jobs %s: training together", ", ".join(job.job_id for job in taken))
         return run_jobs_fused(specs, sinks, settings.data_dir, settings.allow_download,
-                              [[job.control, *others] for job in taken])
+                              [[job.control, *others] for job in taken], images=images)
     except Exception as exc:
         return [exc for _ in taken]
 
