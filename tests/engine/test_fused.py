@@ -25,7 +25,10 @@ from worker.sinks import LocalSink
 from worker.trainer import Callback, TrainResult, standardize, train
 
 TIMING = {"epoch_seconds", "samples_per_second"}
-WIDE_WEIGHTS_ATOL = 1e-2  # wide vs alone, after 2 epochs of 400 samples: the largest weight difference
+# Wide vs alone, after 2 epochs of 400 samples: the largest weight difference. Summed in another
+# order, a run drifts: with torch 2.14.1 on 2 threads the wide CE run is 1.6e-2 from the run alone,
+# as far as the run alone on 1 thread is from itself on 2 (bench/README.md, "Which fused form").
+WIDE_WEIGHTS_ATOL = 3e-2
 WIDE_ACCURACY_SAMPLES = 2  # ... and the most test samples on which the accuracies may differ
 
 
