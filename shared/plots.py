@@ -12,8 +12,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from shared.sweeps import best
-
 DPI = 100
 JOB_SIZE = (11.0, 4.0)  # inches: two panels side by side
 SWEEP_SIZE = (6.5, 4.5)
@@ -156,6 +154,8 @@ def sweep_figure(rows: list[dict], x: str = "noise.rate", series: str = "loss", 
     whole-number axis (epochs, seeds) has whole-number ticks. Where runs held out a noisy
     validation split, its mean accuracy is a dashed line of the same colour, and a star marks
     the cell of the highest (shared.sweeps.best)."""
+    from shared.sweeps import best  # the sweep's rules bring the database models: off a job's (the engine's) path
+
     fig = Figure(figsize=SWEEP_SIZE, dpi=DPI)
     ax = fig.subplots()
     if title:

@@ -1,13 +1,17 @@
 """Where a job's artifacts go: a local folder (LocalSink) or, in the service, the object store
 under jobs/{job_id}/ (ObjectStoreSink). Both are ArtifactSinks."""
 
+from __future__ import annotations
+
 import os
 import tempfile
 from pathlib import Path, PurePosixPath
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from shared.errors import ObjectMissing
-from shared.store import ObjectStore, artifact_key, job_prefix
+
+if TYPE_CHECKING:  # the object store's client is the service's: the engine (worker.runner) runs without it
+    from shared.store import ObjectStore
 
 # Stored with each object, so a presigned download is served with the right type.
 CONTENT_TYPES = {".json": "application/json", ".jsonl": "application/x-ndjson", ".csv": "text/csv", ".png": "image/png"}
@@ -64,19 +68,21 @@ class ObjectStoreSink:
     """An ArtifactSink over shared.store; names are plain file names (artifact_key checks)."""
 
     def __init__(self, store: ObjectStore, job_id: str):
+        from shared.store import artifact_key, job_prefix  # with the store's client, which the caller has
+
         self.store = store
-        self.job_id = job_id
+        self.prefix = job_prefix(job_id)
+        self.key = lambda name: artifact_key(job_id, name)
 
     def put(self, name: str, data: bytes) -> None:
         content_type = CONTENT_TYPES.get(PurePosixPath(name).suffix, "application/octet-stream")
-        self.store.put_bytes(artifact_key(self.job_id, name), data, content_type)
+        self.store.put_bytes(self.key(name), data, content_type)
 
     def get(self, name: str) -> bytes | None:
         try:
-            return self.store.get_bytes(artifact_key(self.job_id, name))
+            return self.store.get_bytes(self.key(name))
         except ObjectMissing:
             return None
 
     def list(self) -> list[str]:
-        prefix = job_prefix(self.job_id)
-        return [info.key.removeprefix(prefix) for info in self.store.list_prefix(prefix)]
+        return [info.key.removeprefix(self.prefix) for info in self.store.list_prefix(self.prefix)]
