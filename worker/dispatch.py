@@ -19,7 +19,9 @@ its lease went to another worker), GIVE_BACK (a service was down and attempts ar
 task is retried with backoff and resumes from resume.pt), anything else (killed, e.g. out of
 memory): its lease lapses and the API's reaper requeues the job. On a GPU it reports the device
 memory its first epoch used at its peak through a pipe: the worker admits the next jobs of the
-same shape by that figure (worker.device_memory).
+same shape by that figure (worker.device_memory). On a GPU worker, a data holder started at the
+first job (worker.resident) lends the built-in data sets' images on the device to every training
+process; each is started with the holder's address (data_lender).
 
 Each taken job has its own lease loop and time limit. A job of a sweep brings along up to
 settings.fuse_max_runs - 1 queued jobs of its sweep that can train with it (shared.fusion),
