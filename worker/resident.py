@@ -132,6 +132,10 @@ def _lend(connection: Connection, held: dict[tuple[str, str], LentImages], lock:
             connection.send(reply)
         except (OSError, EOFError):
             pass  # the training process is gone; it had copied its own or ended
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.ipc_collect()  # forget what ended jobs were lent (the images stay): bookkeeping, not memory
 
 
 def _to_device(name: str, data_dir: str, device: str) -> LentImages:
