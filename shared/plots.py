@@ -4,13 +4,19 @@ Built on matplotlib's object API with the Agg canvas, never pyplot: no global fi
 safe in a worker thread, no display needed.
 """
 
+import functools
 import io
 from collections.abc import Iterable
 from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.path import Path
+from matplotlib.textpath import TextPath
 from matplotlib.ticker import MaxNLocator
+from matplotlib.transforms import IdentityTransform
 
 from shared.sweeps import best
 
@@ -104,14 +110,34 @@ def label_heatmap(estimated: list[list[float]], true: list[list[float]] | None =
         if k <= HEATMAP_ANNOTATE_UP_TO:
             ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize="small")
             ax.set_yticks(range(k), names, fontsize="small")
-            for i, row in enumerate(matrix):
-                for j, value in enumerate(row):
-                    ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize="x-small",
-                            color="black" if value > 0.6 else "white")
+            _write_cells(ax, matrix)
     fig.colorbar(image, cax=fig.add_axes((0.89, 0.2, 0.02, 0.66)))
     if title:
         fig.suptitle(title)
     return _png(fig, tight=False)
+
+
+def _write_cells(ax: Any, matrix: list[list[float]]) -> None:
+    """Each cell's value written in its middle, black on the bright cells, white on the dark.
+
+    One collection of text outlines rather than a Text per cell: matplotlib lays out and renders
+    each Text on its own (~1.5 ms apiece, 0.3 s for two 10×10 panels); the collection draws all
+    of them in one call, and at this size looks the same."""
+    cells = [(j, i, f"{value:.2f}", "black" if value > 0.6 else "white")
+             for i, row in enumerate(matrix) for j, value in enumerate(row)]
+    ax.add_collection(PathCollection(
+        [_centred_text(text) for _, _, text, _ in cells], sizes=[1.0], offsets=[(x, y) for x, y, _, _ in cells],
+        offset_transform=ax.transData, transform=IdentityTransform(),
+        facecolors=[colour for *_, colour in cells], edgecolors="none", linewidths=0), autolim=False)
+
+
+@functools.lru_cache(maxsize=1024)
+def _centred_text(text: str) -> Path:
+    """`text` as an outline in points (x-small), centred on the origin: a PathCollection with
+    sizes=[1] scales it to pixels at the figure's dpi."""
+    outline = TextPath((0, 0), text, prop=FontProperties(size="x-small"))
+    ink = outline.get_extents()
+    return Path(outline.vertices - [(ink.x0 + ink.x1) / 2, (ink.y0 + ink.y1) / 2], outline.codes)
 
 
 def heatmap_size(with_truth: bool) -> tuple[float, float]:
