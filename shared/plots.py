@@ -25,6 +25,10 @@ JOB_SIZE = (11.0, 4.0)  # inches: two panels side by side
 SWEEP_SIZE = (6.5, 4.5)
 HEATMAP_PANEL = 5.5  # inches per matrix, square
 HEATMAP_ANNOTATE_UP_TO = 12  # classes: each cell carries its value up to this many
+JOB_MARGINS = {"left": 0.065, "right": 0.984, "bottom": 0.146, "wspace": 0.157}  # what tight_layout chose, fixed
+JOB_TOP = (0.909, 0.829)  # without, with a title
+TITLE_Y = 1.0  # an axes title's height, given: else every draw measures the axes for top tick labels (none here)
+PNG_COMPRESSION = 3  # zlib level: about half the time of the default 6, files 0-15% larger
 
 
 def job_title(spec: dict[str, Any]) -> str:
@@ -59,7 +63,7 @@ def _noise(noise: dict[str, Any]) -> str:
 
 
 def job_plot(history: list[dict], title: str = "") -> bytes:
-    return _png(job_figure(history, title))
+    return _png(job_figure(history, title), tight=False)
 
 
 def job_figure(history: list[dict], title: str = "") -> Figure:
@@ -67,7 +71,8 @@ def job_figure(history: list[dict], title: str = "") -> Figure:
     corrupted training samples, the share predicted as their noisy label (memorisation) and as
     their true label. `title` (job_title) heads both; epochs are whole-number ticks. Missing keys
     and values leave gaps, never an error."""
-    fig = Figure(figsize=JOB_SIZE, dpi=DPI)
+    fig = Figure(figsize=JOB_SIZE, dpi=DPI)  # laid out by hand: tight_layout took a third of the plot's time
+    fig.subplots_adjust(**JOB_MARGINS, top=JOB_TOP[bool(title)])
     if title:
         fig.suptitle(title)
     accuracy, corrupted = fig.subplots(1, 2)
@@ -104,7 +109,7 @@ def label_heatmap(estimated: list[list[float]], true: list[list[float]] | None =
     names = classes if classes is not None and len(classes) == k else [str(i) for i in range(k)]
     for ax, (name, matrix) in zip(axes, panels):
         image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis")
-        ax.set_title(f"{name}: P(given label | true class)")
+        ax.set_title(f"{name}: P(given label | true class)", y=TITLE_Y)
         ax.set_xlabel("given label")
         ax.set_ylabel("true class")
         if k <= HEATMAP_ANNOTATE_UP_TO:
@@ -161,7 +166,7 @@ def _note(ax: Any, text: str) -> None:
 
 
 def _style(ax: Any, title: str, legend: bool) -> None:
-    ax.set_title(title)
+    ax.set_title(title, y=TITLE_Y)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.set_ylabel("%")
@@ -253,5 +258,5 @@ def _png(fig: Figure, tight: bool = True) -> bytes:
     if tight and fig.get_layout_engine() is None:
         fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format="png", pil_kwargs={"compress_level": PNG_COMPRESSION})
     return buffer.getvalue()
