@@ -99,8 +99,14 @@ def job_figure(history: list[dict], title: str = "") -> Figure:
 
 def label_heatmap(estimated: list[list[float]], true: list[list[float]] | None = None,
                   classes: list[str] | None = None, title: str = "") -> bytes:
+    return _png(heatmap_figure(estimated, true, classes, title), tight=False)
+
+
+def heatmap_figure(estimated: list[list[float]], true: list[list[float]] | None = None,
+                   classes: list[str] | None = None, title: str = "") -> Figure:
     """The estimated noise transition matrix (rows: true class, columns: given label, each row
-    summing to 1) as a heatmap, and the true one beside it when known; same colour scale, 0 to 1."""
+    summing to 1) as a heatmap, and the true one beside it when known; same colour scale, 0 to 1.
+    Up to HEATMAP_ANNOTATE_UP_TO classes, the ticks name them and each cell carries its value."""
     panels = [("estimated", estimated)] + ([("true", true)] if true is not None else [])
     fig = Figure(figsize=heatmap_size(true is not None), dpi=DPI)  # a fixed layout: "constrained" took ~0.4 s a job
     fig.subplots_adjust(left=0.1 if true is None else 0.07, right=0.86, bottom=0.2, top=0.86, wspace=0.45)
@@ -119,7 +125,7 @@ def label_heatmap(estimated: list[list[float]], true: list[list[float]] | None =
     fig.colorbar(image, cax=fig.add_axes((0.89, 0.2, 0.02, 0.66)))
     if title:
         fig.suptitle(title)
-    return _png(fig, tight=False)
+    return fig
 
 
 def _write_cells(ax: Any, matrix: list[list[float]]) -> None:
