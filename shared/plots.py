@@ -147,8 +147,8 @@ def _centred_text(text: str) -> Path:
     """`text` as an outline in points (x-small), centred on the origin: a PathCollection with
     sizes=[1] scales it to pixels at the figure's dpi."""
     outline = TextPath((0, 0), text, prop=FontProperties(size="x-small"))
-    ink = outline.get_extents()
-    return Path(outline.vertices - [(ink.x0 + ink.x1) / 2, (ink.y0 + ink.y1) / 2], outline.codes)
+    drawn = outline.vertices[outline.codes != Path.CLOSEPOLY]  # a closing vertex may sit at the origin
+    return Path(outline.vertices - (drawn.min(axis=0) + drawn.max(axis=0)) / 2, outline.codes)
 
 
 def heatmap_size(with_truth: bool) -> tuple[float, float]:
