@@ -4,19 +4,29 @@ Built on matplotlib's object API with the Agg canvas, never pyplot: no global fi
 safe in a worker thread, no display needed.
 """
 
+import functools
 import io
 from collections.abc import Iterable
 from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.path import Path
+from matplotlib.textpath import TextPath
 from matplotlib.ticker import MaxNLocator
+from matplotlib.transforms import IdentityTransform
 
 DPI = 100
 JOB_SIZE = (11.0, 4.0)  # inches: two panels side by side
 SWEEP_SIZE = (6.5, 4.5)
 HEATMAP_PANEL = 5.5  # inches per matrix, square
 HEATMAP_ANNOTATE_UP_TO = 12  # classes: each cell carries its value up to this many
+JOB_MARGINS = {"left": 0.065, "right": 0.984, "bottom": 0.146, "wspace": 0.157}  # what tight_layout chose, fixed
+JOB_TOP = (0.909, 0.829)  # without, with a title
+TITLE_Y = 1.0  # an axes title's height, given: else every draw measures the axes for top tick labels (none here)
+PNG_COMPRESSION = 3  # zlib level: about half the time of the default 6, files 0-15% larger
 
 
 def job_title(spec: dict[str, Any]) -> str:
@@ -51,7 +61,7 @@ def _noise(noise: dict[str, Any]) -> str:
 
 
 def job_plot(history: list[dict], title: str = "") -> bytes:
-    return _png(job_figure(history, title))
+    return _png(job_figure(history, title), tight=False)
 
 
 def job_figure(history: list[dict], title: str = "") -> Figure:
@@ -59,7 +69,8 @@ def job_figure(history: list[dict], title: str = "") -> Figure:
     corrupted training samples, the share predicted as their noisy label (memorisation) and as
     their true label. `title` (job_title) heads both; epochs are whole-number ticks. Missing keys
     and values leave gaps, never an error."""
-    fig = Figure(figsize=JOB_SIZE, dpi=DPI)
+    fig = Figure(figsize=JOB_SIZE, dpi=DPI)  # laid out by hand: tight_layout took a third of the plot's time
+    fig.subplots_adjust(**JOB_MARGINS, top=JOB_TOP[bool(title)])
     if title:
         fig.suptitle(title)
     accuracy, corrupted = fig.subplots(1, 2)
@@ -86,8 +97,14 @@ def job_figure(history: list[dict], title: str = "") -> Figure:
 
 def label_heatmap(estimated: list[list[float]], true: list[list[float]] | None = None,
                   classes: list[str] | None = None, title: str = "") -> bytes:
+    return _png(heatmap_figure(estimated, true, classes, title), tight=False)
+
+
+def heatmap_figure(estimated: list[list[float]], true: list[list[float]] | None = None,
+                   classes: list[str] | None = None, title: str = "") -> Figure:
     """The estimated noise transition matrix (rows: true class, columns: given label, each row
-    summing to 1) as a heatmap, and the true one beside it when known; same colour scale, 0 to 1."""
+    summing to 1) as a heatmap, and the true one beside it when known; same colour scale, 0 to 1.
+    Up to HEATMAP_ANNOTATE_UP_TO classes, the ticks name them and each cell carries its value."""
     panels = [("estimated", estimated)] + ([("true", true)] if true is not None else [])
     fig = Figure(figsize=heatmap_size(true is not None), dpi=DPI)  # a fixed layout: "constrained" took ~0.4 s a job
     fig.subplots_adjust(left=0.1 if true is None else 0.07, right=0.86, bottom=0.2, top=0.86, wspace=0.45)
@@ -96,20 +113,40 @@ def label_heatmap(estimated: list[list[float]], true: list[list[float]] | None =
     names = classes if classes is not None and len(classes) == k else [str(i) for i in range(k)]
     for ax, (name, matrix) in zip(axes, panels):
         image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis")
-        ax.set_title(f"{name}: P(given label | true class)")
+        ax.set_title(f"{name}: P(given label | true class)", y=TITLE_Y)
         ax.set_xlabel("given label")
         ax.set_ylabel("true class")
         if k <= HEATMAP_ANNOTATE_UP_TO:
             ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize="small")
             ax.set_yticks(range(k), names, fontsize="small")
-            for i, row in enumerate(matrix):
-                for j, value in enumerate(row):
-                    ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize="x-small",
-                            color="black" if value > 0.6 else "white")
+            _write_cells(ax, matrix)
     fig.colorbar(image, cax=fig.add_axes((0.89, 0.2, 0.02, 0.66)))
     if title:
         fig.suptitle(title)
-    return _png(fig, tight=False)
+    return fig
+
+
+def _write_cells(ax: Any, matrix: list[list[float]]) -> None:
+    """Each cell's value written in its middle, black on the bright cells, white on the dark.
+
+    One collection of text outlines rather than a Text per cell: matplotlib lays out and renders
+    each Text on its own (~1.5 ms apiece, 0.3 s for two 10×10 panels); the collection draws all
+    of them in one call, and at this size looks the same."""
+    cells = [(j, i, f"{value:.2f}", "black" if value > 0.6 else "white")
+             for i, row in enumerate(matrix) for j, value in enumerate(row)]
+    ax.add_collection(PathCollection(
+        [_centred_text(text) for _, _, text, _ in cells], sizes=[1.0], offsets=[(x, y) for x, y, _, _ in cells],
+        offset_transform=ax.transData, transform=IdentityTransform(),
+        facecolors=[colour for *_, colour in cells], edgecolors="none", linewidths=0), autolim=False)
+
+
+@functools.lru_cache(maxsize=1024)
+def _centred_text(text: str) -> Path:
+    """`text` as an outline in points (x-small), centred on the origin: a PathCollection with
+    sizes=[1] scales it to pixels at the figure's dpi."""
+    outline = TextPath((0, 0), text, prop=FontProperties(size="x-small"))
+    drawn = outline.vertices[outline.codes != Path.CLOSEPOLY]  # a closing vertex may sit at the origin
+    return Path(outline.vertices - (drawn.min(axis=0) + drawn.max(axis=0)) / 2, outline.codes)
 
 
 def heatmap_size(with_truth: bool) -> tuple[float, float]:
@@ -133,7 +170,7 @@ def _note(ax: Any, text: str) -> None:
 
 
 def _style(ax: Any, title: str, legend: bool) -> None:
-    ax.set_title(title)
+    ax.set_title(title, y=TITLE_Y)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.set_ylabel("%")
@@ -227,5 +264,5 @@ def _png(fig: Figure, tight: bool = True) -> bytes:
     if tight and fig.get_layout_engine() is None:
         fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format="png", pil_kwargs={"compress_level": PNG_COMPRESSION})
     return buffer.getvalue()

@@ -267,7 +267,7 @@ def finish_job(job: JobSetup, outcome: TrainResult, device: str, train_seconds: 
             return {"status": "stopped", "epochs_completed": outcome.epochs_completed}
     cross_fit_seconds = time.perf_counter() - cross_started
 
-    scored = per_sample_losses(outcome.model, data, spec)
+    scored = per_sample_losses(outcome.model, data, spec, log_p=outcome.state.train_log_probabilities)
     sink.put("checkpoint.pt", final_checkpoint(outcome.state, data))
     quality = label_quality(spec, job.dataset, labels, scored, cross_fitted)
     sink.put("suspected_mislabels.csv", mislabels_csv(labels, scored, quality))

@@ -105,6 +105,10 @@ class TrainState:
     step: int = 0  # optimizer steps taken
     history: list[dict[str, Any]] = field(default_factory=list)
     best_test_accuracy: float | None = None
+    # The training set's log-probabilities [n, K] under the final model, kept from the last epoch's
+    # evaluation for per_sample_losses; None where end_epoch did not evaluate that epoch itself
+    # (evaluate=False, a wide group's evaluation, a run resumed after its last epoch).
+    train_log_probabilities: Tensor | None = None
 
     def state_dict(self) -> dict[str, Any]:
         """Plain tensors and containers: loads with torch.load(weights_only=True)."""
@@ -253,14 +257,20 @@ def end_epoch(
     figures: dict[str, Any] | None = None, evaluate: bool = True,
 ) -> None:
     """Check, evaluate and record the epoch `metrics["epoch"]` just trained, then tell the callbacks.
-    `figures`: the evaluation's, when made already. epoch_seconds is `train_seconds` (the
-    training pass, and that evaluation) plus the evaluation's here. Without `evaluate`, the
-    epoch's figures are its training figures alone and best_test_accuracy stays as it was."""
+    `figures`: the evaluation's, when made already; else the last epoch keeps the training set's
+    log-probabilities (state.train_log_probabilities), which per_sample_losses reads. epoch_seconds
+    is `train_seconds` (the training pass, and that evaluation) plus the evaluation's here. Without
+    `evaluate`, the epoch's figures are its training figures alone and best_test_accuracy stays as
+    it was."""
     started = time.perf_counter()
     epoch = metrics["epoch"]
     check_finite(state, metrics["train_loss"], epoch)
     if evaluate:
-        metrics.update(figures if figures is not None else evaluate_epoch(state.model, data, state.spec))
+        if figures is None:
+            if epoch == state.spec.epochs:  # the final model: its pass over the training set is kept
+                state.train_log_probabilities = training_log_probabilities(state.model, data, state.spec)
+            figures = evaluate_epoch(state.model, data, state.spec, state.train_log_probabilities)
+        metrics.update(figures)
     state.scheduler.step()
     metrics["epoch_seconds"] = train_seconds + time.perf_counter() - started
     state.epoch = epoch
@@ -424,12 +434,29 @@ def _channels_last_grad(module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Te
     return (ChannelsLastGrad.apply(x),) if x.dim() == 4 and x.requires_grad else None
 
 
-def evaluate_epoch(model: nn.Module, data: PreparedData, spec: ResolvedSpec) -> dict[str, Any]:
-    scores = {
-        name: predict(model, x, y, data.mean, data.std, spec.eval_batch_size, spec.precision)[:2]
-        for name, (x, y) in evaluation_sets(data).items()
-    }
+def evaluate_epoch(
+    model: nn.Module, data: PreparedData, spec: ResolvedSpec, train_log_p: Tensor | None = None
+) -> dict[str, Any]:
+    """The epoch's evaluation figures. `train_log_p`: the training set's log-probabilities under
+    `model` when made already, read instead of a pass over the training set (the same values)."""
+    scores = {}
+    for name, (x, y) in evaluation_sets(data).items():
+        if name == "train" and train_log_p is not None:
+            scores[name] = _scored(train_log_p, y)
+        else:
+            scores[name] = predict(model, x, y, data.mean, data.std, spec.eval_batch_size, spec.precision)[:2]
     return epoch_figures(data, scores)
+
+
+def training_log_probabilities(model: nn.Module, data: PreparedData, spec: ResolvedSpec) -> Tensor:
+    """Every class's log-probability for each training sample, in eval mode, as the evaluation
+    scores them: per batch of eval_batch_size, at the spec's precision."""
+    return log_probabilities(model, data.x_train, data.mean, data.std, spec.eval_batch_size, spec.precision)
+
+
+def _scored(log_p: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Per sample: the cross-entropy of its label and the predicted class, as predict gives them."""
+    return F.nll_loss(log_p, labels.to(log_p.device), reduction="none"), log_p.max(1).indices
 
 
 def evaluation_sets(data: PreparedData) -> dict[str, tuple[Tensor, Tensor]]:
@@ -522,14 +549,17 @@ class SamplePredictions:
 
 
 def per_sample_losses(
-    model: nn.Module, data: PreparedData, spec: ResolvedSpec, device: str | None = None
+    model: nn.Module, data: PreparedData, spec: ResolvedSpec, device: str | None = None,
+    log_p: Tensor | None = None,
 ) -> SamplePredictions:
     """Cross-entropy of each training sample's (noisy) label under `model`, its predicted class
-    and that class's probability, and every class's probability, from one pass. Cross-entropy
-    rather than the job's loss: the ranking is by p_y, comparable across jobs, and the same as that
-    of any loss that falls as p_y rises."""
-    model = model.to(device or next(model.parameters()).device)
-    log_p = log_probabilities(model, data.x_train, data.mean, data.std, spec.eval_batch_size, spec.precision)
+    and that class's probability, and every class's probability, from one pass, or from `log_p`
+    when that pass was made already (TrainState.train_log_probabilities). Cross-entropy rather
+    than the job's loss: the ranking is by p_y, comparable across jobs, and the same as that of
+    any loss that falls as p_y rises."""
+    if log_p is None:
+        model = model.to(device or next(model.parameters()).device)
+        log_p = training_log_probabilities(model, data, spec)
     labels = data.y_train.to(log_p.device)
     top_log_p, top = log_p.max(1)
     return SamplePredictions(

@@ -91,6 +91,7 @@ def test_runs_trained_together_run_by_run_equal_each_run_alone_bit_for_bit(runs)
     for a, b in zip(alone, together):
         assert isinstance(b, TrainResult) and not b.stopped
         assert_equal_runs(a, b)
+        assert torch.equal(a.state.train_log_probabilities, b.state.train_log_probabilities)
 
 
 def test_the_wide_model_agrees_with_each_run_alone_within_the_stated_tolerance(runs):
@@ -103,6 +104,7 @@ def test_the_wide_model_agrees_with_each_run_alone_within_the_stated_tolerance(r
         for ma, mb in zip(a.history, b.history):
             assert abs(ma["test_acc"] - mb["test_acc"]) * n_test <= WIDE_ACCURACY_SAMPLES + 1e-6
         assert torch.equal(a.model.features[1].num_batches_tracked, b.model.features[1].num_batches_tracked)
+        assert b.state.train_log_probabilities is None, "per_sample_losses scores with the run's own model"
 
 
 class StopAtStep(Callback):

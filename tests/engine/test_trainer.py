@@ -1,5 +1,6 @@
 """The trainer on real Fashion-MNIST, a few hundred to a few thousand samples, on the CPU."""
 
+import dataclasses
 import math
 import os
 
@@ -17,6 +18,7 @@ from worker.trainer import (
     PAD,
     Callback,
     PreparedData,
+    SamplePredictions,
     TrainResult,
     TrainState,
     augment,
@@ -251,10 +253,23 @@ def test_per_sample_losses_are_the_cross_entropy_of_the_noisy_labels(fashion):
     np.testing.assert_allclose(scored.probabilities, logits.softmax(1).numpy(), rtol=1e-5, atol=1e-7)
 
 
+def test_per_sample_losses_from_the_last_epochs_pass_equal_a_pass_of_their_own(fashion):
+    spec = spec_for(epochs=2)
+    data = prepared(fashion, 300, 128, noise=0.4)
+    result = train(spec, data, device="cpu")
+    kept = result.state.train_log_probabilities
+    assert kept is not None and kept.shape == (300, 10)
+    reused, fresh = per_sample_losses(result.model, data, spec, log_p=kept), per_sample_losses(result.model, data, spec)
+    for name in (f.name for f in dataclasses.fields(SamplePredictions)):
+        np.testing.assert_array_equal(getattr(reused, name), getattr(fresh, name), err_msg=name)
+    hits = torch.from_numpy(reused.predicted) == data.y_train
+    assert result.history[-1]["train_acc"] == hits.float().mean().item(), "the epoch's figures read the same pass"
+
+
 def test_training_without_evaluation_records_only_the_training_figures(fashion):
     result = train(spec_for(epochs=1), prepared(fashion, 256, 128), device="cpu", evaluate=False)
     assert set(result.history[0]) == {"epoch", "train_loss", "lr", "samples_per_second", "epoch_seconds"}
-    assert result.best_test_accuracy is None
+    assert result.best_test_accuracy is None and result.state.train_log_probabilities is None
 
 
 # Augmentation on the device

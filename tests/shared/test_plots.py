@@ -3,10 +3,13 @@
 import io
 
 import matplotlib.image
+import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from shared.plots import (
-    DPI, JOB_SIZE, SWEEP_SIZE, job_figure, job_plot, job_title, sweep_figure, sweep_plot, sweep_title,
+    DPI, HEATMAP_ANNOTATE_UP_TO, JOB_SIZE, SWEEP_SIZE, heatmap_figure, job_figure, job_plot, job_title, sweep_figure,
+    sweep_plot, sweep_title,
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -132,3 +135,25 @@ def test_titles_name_the_loss_and_the_noise():
 def test_a_sweep_over_epochs_has_whole_number_ticks():
     rows = [{"cell": {"epochs": e}, "mean": 0.5 + e / 100, "std": 0.01, "n": 2} for e in (1, 2, 3)]
     assert whole_ticks(sweep_figure(rows).axes[0].xaxis)
+
+
+def cell_pixels(canvas: FigureCanvasAgg, ax, i: int, j: int) -> np.ndarray:
+    """RGB of the middle 60% of cell (row i, column j) of an imshow panel, as drawn."""
+    (x0, y0), (x1, y1) = ax.transData.transform([(j - 0.3, i + 0.3), (j + 0.3, i - 0.3)])
+    height = canvas.get_width_height()[1]
+    rgb = np.asarray(canvas.buffer_rgba())[..., :3].astype(int)
+    return rgb[round(height - y1):round(height - y0), round(x0):round(x1)]
+
+
+@pytest.mark.parametrize("k", [2, HEATMAP_ANNOTATE_UP_TO, HEATMAP_ANNOTATE_UP_TO + 1])
+def test_heatmap_cells_carry_their_value_in_a_colour_that_reads_up_to_the_limit(k):
+    identity = np.eye(k).tolist()
+    figure = heatmap_figure(identity, identity, title="a title")
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    written = k <= HEATMAP_ANNOTATE_UP_TO
+    for ax in figure.axes[:2]:
+        for i, j in [(0, 0), (k - 1, k - 1), (0, k - 1), (k - 1, 0)]:
+            cell = cell_pixels(canvas, ax, i, j)
+            ink = (cell < 60).all(-1) if i == j else (cell > 200).all(-1)  # black on bright 1.00, white on dark 0.00
+            assert ink.any() == written, (ax.get_title(), i, j)
