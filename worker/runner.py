@@ -237,8 +237,8 @@ def run_job(
 ) -> dict[str, Any]:
     """Run the resolved `spec`, writing its artifacts to `sink`; returns result.json's content,
     or {"status": "stopped", ...} when a callback stopped it (resume.pt stays the resume point).
-    `dataset` spares loading one already in memory; `images`, copying its images to the device
-    (worker.resident: used when they are the data set's, on `device`)."""
+    `dataset` spares loading one already in memory, and `images` (lent by worker.resident) copying
+    its images to the device, when they are that data set's, on `device`."""
     device = device or default_device()
     started = time.perf_counter()
     dataset = dataset or load_dataset(spec.dataset, data_dir, download=download)
