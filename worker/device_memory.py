@@ -120,7 +120,8 @@ class MeasuredMemory:
             return self._bytes.get(key)
 
     def record(self, spec: ResolvedSpec, shape: DataShape, peak_bytes: int) -> int:
-        """A job's peak on the device (its data included); returns the model part recorded."""
+        """A job's peak on the device (its data included, unless lent by worker.resident: then the
+        part recorded is short by the data, which job_need adds back); returns the part recorded."""
         key, part = MemoryKey.of(spec, shape), max(0, peak_bytes - data_bytes(spec, shape))
         with self._lock:
             self._bytes[key] = max(part, self._bytes.get(key, 0))
