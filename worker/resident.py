@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -62,7 +63,10 @@ class Lender:
 
     @classmethod
     def new(cls) -> Lender:
-        return cls(os.path.join(tempfile.mkdtemp(prefix="noisyfit-holder-"), "socket"), secrets.token_bytes(32))
+        """On Linux an abstract socket (no file, gone with the holder); elsewhere a file in a temporary folder."""
+        name = f"noisyfit-holder-{secrets.token_hex(8)}"
+        address = f"\0{name}" if sys.platform == "linux" else os.path.join(tempfile.mkdtemp(prefix=name), "socket")
+        return cls(address, secrets.token_bytes(32))
 
 
 @dataclass(frozen=True)
