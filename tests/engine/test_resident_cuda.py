@@ -1,39 +1,23 @@
 """The data holder on a GPU (worker/resident.py): it lends CIFAR-10's images as its own device
 memory, which a borrowing process maps (CUDA IPC) without allocating or copying any, and a job
-trained on lent images ends as the job on its own copy (deterministic CUDA, so bit for bit). The
-module imports only the engine, so that the lent GPU machine runs it (bench/gpu_check.sh).
-Without CUDA it says so in one line.
+trained on lent images ends as the job on its own copy (deterministic CUDA, so bit for bit). Its
+CIFAR-10 files are the benchmark's (bench/resident_data.py). The module imports only the engine,
+so that the lent GPU machine runs it (bench/gpu_check.sh). Without CUDA it says so in one line.
 """
 
 import multiprocessing
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
+from bench.resident_data import write_cifar10
 from shared.spec import JobSpec, resolve_spec
-from tests.engine.test_datasets import write_pickle
 from worker.datasets import load_dataset
 from worker.resident import borrow, start_holder
 from worker.runner import run_job
 from worker.sinks import LocalSink
 
 NO_CUDA = "CUDA tests did not run: no CUDA device here (bench/gpu_check.sh runs them on a GPU)"
-CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-
-def write_cifar10(folder: Path, per_batch: int, n_test: int) -> None:
-    """CIFAR-10's python batches, of random images and labels."""
-    rng = np.random.default_rng(0)
-
-    def batch(n: int) -> dict:
-        return {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "labels": rng.integers(0, 10, n).tolist()}
-
-    for i in range(1, 6):
-        write_pickle(folder / "cifar-10-batches-py" / f"data_batch_{i}", batch(per_batch))
-    write_pickle(folder / "cifar-10-batches-py" / "test_batch", batch(n_test))
-    write_pickle(folder / "cifar-10-batches-py" / "batches.meta", {"label_names": CLASSES})
 
 
 def test_cuda_the_holder_lends_device_memory_that_a_job_maps_without_a_copy_and_trains_on_as_its_own(tmp_path):
